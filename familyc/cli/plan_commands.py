@@ -1,0 +1,140 @@
+"""validate, plan, show, diff, schema: the torch-free half of the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from familyc import render
+from familyc.cli.app import app, command, err, out, report_error
+from familyc.compiler import compile_document, compile_spec, load_document, read_spec
+from familyc.errors import PlanError, SpecError, UsageError
+from familyc.plan import ir
+from familyc.plan.diff import diff_data, diff_document, diff_plans
+from familyc.plan.view import plan_document
+from familyc.spec.schema import schema_text
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def read_plan(path: Path) -> ir.Plan:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such plan file", hint="write one with `familyc plan SPEC -o FILE`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read it as a plan: {exc}") from None
+    return ir.loads(text, source=str(path))
+
+
+def emit(doc: render.Document, fmt: Format, data: object) -> None:
+    if fmt is Format.json:
+        typer.echo(json.dumps(data, indent=2))
+    elif fmt is Format.markdown:
+        typer.echo(render.render_markdown(doc), nl=False)
+    else:
+        render.render_text(doc, out())
+
+
+@app.command()
+@command
+def validate(specs: list[Path] = typer.Argument(..., help="Spec files to check.", show_default=False)) -> None:
+    """Check specs against the schema and every semantic rule; report all problems at once."""
+    failed = 0
+    for path in specs:
+        raw, shown = read_spec(path)
+        try:
+            doc = load_document(raw, shown)
+            plan = compile_document(doc, ir.SpecRef(path=shown, sha256=hashlib.sha256(raw).hexdigest()))
+        except SpecError as exc:
+            failed += 1
+            report_error(exc)
+            continue
+        trains = sum(1 for s in plan.steps if s.kind == "train")
+        out().print(f"{shown}: valid ({len(plan.members)} members, {trains} training stages, "
+                    f"{len(plan.steps) - trains} growth steps)", markup=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@command
+def plan(
+    spec: Path = typer.Argument(..., help="The family spec (YAML).", show_default=False),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the plan file here."),
+    fmt: Format = typer.Option(Format.text, "--format", help="What to print: the summary, the plan JSON, or Markdown."),
+    check: Optional[Path] = typer.Option(None, "--check", help="Exit 1 if this plan file is not what plan would write now."),
+) -> None:
+    """Compile a spec into a plan: steps, tokens, LR, memory, FLOPs, time, GPU-hours and $."""
+    compiled = compile_spec(spec)
+    text = ir.dumps(compiled)
+    if check is not None:
+        try:
+            current = check.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"{check}: no such plan file") from None
+        if current != text:
+            old = None
+            try:
+                old = ir.loads(current, source=str(check))
+            except PlanError:
+                pass
+            if old is not None:
+                render.render_text(diff_document(diff_plans(old, compiled)), err())
+            raise PlanError(f"{check} is stale: it is not what `familyc plan {spec}` writes now",
+                            hint=f"regenerate it: familyc plan {spec} -o {check}")
+        out().print(f"{check}: up to date (plan {compiled.plan_id})", markup=False)
+        return
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    if fmt is Format.json:
+        typer.echo(text, nl=False)
+    else:
+        emit(plan_document(compiled), fmt, None)
+    if output is not None and fmt is Format.text:
+        out().print(f"wrote {output}", markup=False)
+
+
+@app.command()
+@command
+def show(
+    plan_file: Path = typer.Argument(..., metavar="PLAN", help="A plan file.", show_default=False),
+    fmt: Format = typer.Option(Format.text, "--format"),
+) -> None:
+    """Render a plan file."""
+    loaded = read_plan(plan_file)
+    if fmt is Format.json:
+        typer.echo(ir.dumps(loaded), nl=False)
+    else:
+        emit(plan_document(loaded), fmt, None)
+
+
+@app.command()
+@command
+def diff(
+    old: Path = typer.Argument(..., help="The plan before.", show_default=False),
+    new: Path = typer.Argument(..., help="The plan after.", show_default=False),
+    fmt: Format = typer.Option(Format.text, "--format", help="markdown makes a pull-request comment."),
+) -> None:
+    """Show what changed between two plans, with the cost delta per step and in total."""
+    d = diff_plans(read_plan(old), read_plan(new))
+    emit(diff_document(d), fmt, diff_data(d))
+
+
+@app.command()
+@command
+def schema() -> None:
+    """Print the spec's JSON Schema (Draft 2020-12), for editors."""
+    typer.echo(schema_text(), nl=False)

@@ -1,0 +1,111 @@
+"""Pass 7, attach_costs: FLOPs, time, GPU-hours and dollars for every step; the plan and its totals.
+
+Needs: `steps`, `baseline`. Adds: `plan` (its plan_id is set once the last pass is done).
+- A train step's FLOPs are its tokens x its member's FLOPs per token (familyc.cost.flops,
+  torchtitan's formula; the same function turns measured tokens into actual FLOPs).
+- Its time is FLOPs / (devices x peak x MFU); an expand step's time is the bytes it reads and
+  writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting.
+- GPU-hours count every device of the allocation for the step's whole time; dollars are
+  GPU-hours x price. Reported values are rounded (seconds to 0.1, GPU-hours to 0.001,
+  dollars to 0.01, the saving to 4 digits) so the plan reads well; totals are rounded sums
+  of the unrounded values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from familyc import __version__
+from familyc.compiler.assign_budgets import tokens_per_param
+from familyc.compiler.lower_to_cluster import usable_memory
+from familyc.compiler.state import Compilation
+from familyc.cost import COST_MODEL_VERSION
+from familyc.cost.accelerators import accelerator
+from familyc.cost.flops import FLOPS_FORMULA, FLOPS_FORMULA_SOURCE, train_flops
+from familyc.cost.time import gpu_hours, io_seconds, train_seconds
+from familyc.plan.ir import (
+    SCHEMA_VERSION, ArchitecturePlan, Baseline, BudgetPlan, ClusterPlan, CostModelRef, DataPlan, ExpandStep,
+    FamilyRef, OptimizerPlan, Plan, TokenizerPlan, Totals, TrainingPlan, TrainStep,
+)
+from familyc.spec.model import FamilySpec
+
+
+def _costed(step: TrainStep | ExpandStep, c: Compilation, raw: dict[str, float]) -> TrainStep | ExpandStep:
+    spec = c.spec
+    assert spec is not None
+    cluster = spec.cluster
+    peak = accelerator(cluster.accelerator).peak(spec.training.precision)
+    if isinstance(step, TrainStep):
+        flops = train_flops(c.member(step.member).flops_per_token, step.tokens)
+        seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=cluster.mfu)
+    else:
+        flops = 0
+        seconds = io_seconds(step.bytes_read + step.bytes_written, gb_per_s=cluster.io_gb_per_s)
+    hours = gpu_hours(seconds, cluster.devices)
+    raw[step.id] = seconds
+    return replace(step, flops=flops, predicted_seconds=round(seconds, 1), gpu_hours=round(hours, 3),
+                   cost_usd=round(hours * cluster.price_per_gpu_hour, 2))
+
+
+def _cluster_plan(spec: FamilySpec) -> ClusterPlan:
+    c = spec.cluster
+    acc = accelerator(c.accelerator)
+    precision = spec.training.precision
+    return ClusterPlan(
+        accelerator=c.accelerator, accelerator_name=acc.name, devices=c.devices, nodes=c.nodes,
+        gpus_per_node=c.gpus_per_node, precision=precision, peak_flops=acc.peak(precision), mfu=c.mfu,
+        price_per_gpu_hour=c.price_per_gpu_hour, memory_bytes=round(usable_memory(spec) / (1 - c.memory_headroom)),
+        memory_headroom=c.memory_headroom, io_gb_per_s=c.io_gb_per_s,
+    )
+
+
+def attach_costs(c: Compilation) -> Compilation:
+    spec = c.spec
+    assert spec is not None
+    raw: dict[str, float] = {}
+    steps = tuple(_costed(s, c, raw) for s in c.steps)
+    baseline_members = []
+    for b in c.baseline:
+        train = _costed(b.train, c, raw)
+        baseline_members.append(replace(b, flops=train.flops, train=train))
+    price = spec.cluster.price_per_gpu_hour
+    devices = spec.cluster.devices
+
+    prog_seconds = sum(raw[s.id] for s in steps)
+    ind_seconds = sum(raw[b.train.id] for b in baseline_members)
+    prog_flops = sum(s.flops for s in steps)
+    ind_flops = sum(b.flops for b in baseline_members)
+    prog_hours, ind_hours = gpu_hours(prog_seconds, devices), gpu_hours(ind_seconds, devices)
+    totals = Totals(
+        progressive_flops=prog_flops, independent_flops=ind_flops,
+        savings_fraction=round(1 - prog_flops / ind_flops, 4) if ind_flops else 0.0,
+        predicted_seconds=round(prog_seconds, 1), predicted_gpu_hours=round(prog_hours, 3),
+        predicted_cost_usd=round(prog_hours * price, 2), independent_seconds=round(ind_seconds, 1),
+        independent_gpu_hours=round(ind_hours, 3), independent_cost_usd=round(ind_hours * price, 2),
+    )
+    baseline = Baseline(members=tuple(baseline_members), flops=ind_flops, predicted_seconds=round(ind_seconds, 1),
+                        gpu_hours=round(ind_hours, 3), cost_usd=round(ind_hours * price, 2))
+    t, o, arch = spec.training, spec.training.optimizer, spec.architecture
+    r = tokens_per_param(c)
+    plan = Plan(
+        schema_version=SCHEMA_VERSION, plan_id="", familyc_version=__version__,
+        cost_model=CostModelRef(version=COST_MODEL_VERSION, flops_formula=FLOPS_FORMULA,
+                                flops_formula_source=FLOPS_FORMULA_SOURCE),
+        spec=c.spec_ref, family=FamilyRef(name=spec.name, description=spec.description),
+        architecture=ArchitecturePlan(vocab_size=arch.vocab_size, seq_len=arch.seq_len, rope_theta=arch.rope_theta,
+                                      norm_eps=arch.norm_eps),
+        data=DataPlan(kind=spec.data.kind, name=spec.data.name, config=spec.data.config, split=spec.data.split,
+                      heldout_fraction=spec.data.heldout_fraction),
+        tokenizer=TokenizerPlan(kind=spec.tokenizer.kind, name=spec.tokenizer.name),
+        cluster=_cluster_plan(spec),
+        training=TrainingPlan(
+            optimizer=OptimizerPlan(name="AdamW", weight_decay=o.weight_decay, beta1=o.beta1, beta2=o.beta2,
+                                    eps=o.eps, max_grad_norm=o.max_grad_norm),
+            compile=t.compile, checkpoint_interval=t.checkpoint_interval, log_interval=t.log_interval, seed=t.seed,
+            optimizer_after_growth="fresh",
+        ),
+        budget=BudgetPlan(rule=spec.budget.rule, tokens_per_param=None if r is None else float(f"{r:.6g}"),
+                          params=spec.budget.params),
+        members=c.members, steps=steps, baseline=baseline, totals=totals, warnings=c.warnings,
+    )
+    return replace(c, plan=plan, steps=steps, baseline=tuple(baseline_members))

@@ -1,0 +1,50 @@
+"""Pass 8, check_plan: what only the lowered, costed plan can show.
+
+Needs: `plan`. Errors (SpecError, located at the cluster or training key to change): a step
+that does not fit in device memory even with full activation checkpointing and one sequence
+per micro-batch. Warnings (kept in the plan, shown by `plan` and `show`): stages so short
+that the estimate is mostly start-up, activation checkpointing that slows a stage, and
+growth steps that are only approximately function-preserving.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from familyc.compiler.state import Compilation
+from familyc.errors import Diagnostic
+from familyc.errors import SpecError
+from familyc.plan.ir import ExpandStep, TrainStep
+
+GIB = 2**30
+MIN_USEFUL_STEPS = 10
+
+
+def check_plan(c: Compilation) -> Compilation:
+    plan = c.plan
+    assert plan is not None and c.spec is not None
+    problems: list[Diagnostic] = []
+    warnings = list(plan.warnings)
+    trains = [s for s in plan.steps if isinstance(s, TrainStep)] + [b.train for b in plan.baseline.members]
+    for step in trains:
+        mem = step.memory
+        if not mem.fits:
+            problems.append(c.doc.diagnostic(
+                ("cluster",),
+                f"{step.id}: needs {mem.total / GIB:.1f} GiB per device with {step.activation_checkpointing} activation "
+                f"checkpointing and {step.local_batch_size} sequence(s) per micro-batch; {mem.capacity / GIB:.1f} GiB "
+                "are usable",
+                "add devices (FSDP2 shards parameters, gradients and optimizer state over all of them), use a larger "
+                "accelerator, or shorten architecture.seq_len", code="memory"))
+    for step in plan.steps:
+        if isinstance(step, TrainStep):
+            if step.num_steps < MIN_USEFUL_STEPS:
+                warnings.append(f"{step.id}: only {step.num_steps} optimizer steps; its time is mostly start-up")
+            if step.activation_checkpointing != "none":
+                warnings.append(f"{step.id}: {step.activation_checkpointing} activation checkpointing is on to fit in "
+                                "memory; recompute makes the stage slower than the MFU assumes")
+        elif isinstance(step, ExpandStep) and step.exactness != "exact":
+            warnings.append(f"{step.id}: approximate, {'; '.join(step.reasons)}")
+    if problems:
+        raise SpecError(problems)
+    return replace(c, plan=replace(plan, warnings=tuple(dict.fromkeys(warnings))))

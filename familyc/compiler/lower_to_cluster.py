@@ -1,0 +1,142 @@
+"""Pass 6, lower_to_cluster: budgets -> runnable train and expand steps on the cluster.
+
+Needs: `members`, `budgets`, `max_lr`. Adds: `steps` (execution order: train the first
+member, then expand and train each next one) and `baseline` (every member from scratch),
+with costs still zero. Per train step:
+- tokens become whole optimizer steps of the member's global batch (rounded to the nearest,
+  at least one), so the step's tokens are num_steps x batch_tokens;
+- the global batch splits over all devices (FSDP2 shards over every device: torchtitan's
+  data_parallel_shard_degree = -1); each device runs micro-batches of local_batch_size
+  sequences with gradient accumulation for the rest;
+- the micro-batch and activation checkpointing are the least intrusive that fit in memory:
+  no checkpointing at the largest micro-batch that fits; only when even one sequence does
+  not fit, selective, then full (unless the spec fixes either);
+- the LR schedule: warmup (steps, or a fraction of the stage), restarted after growth only
+  when the spec says so, then the decay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from familyc.compiler.derive_shapes import shape_of
+from familyc.compiler.state import Compilation
+from familyc.cost.accelerators import GIB, accelerator
+from familyc.cost.memory import AC_MODES, estimate_memory
+from familyc.cost.params import count_params
+from familyc.expand.feasibility import assess_growth
+from familyc.plan.ir import BaselineMember, ExpandStep, Memory, MemberPlan, Schedule, TrainStep
+from familyc.spec.model import FamilySpec, GrowthSpec
+
+DEFAULT_WARMUP_FRACTION = 0.05
+CHECKPOINT_BYTES_PER_PARAM = 4
+"""Member checkpoints are model-only fp32 (torchtitan checkpoint.export_dtype = float32)."""
+
+
+def usable_memory(spec: FamilySpec) -> int:
+    acc = accelerator(spec.cluster.accelerator)
+    total = spec.cluster.memory_gib * GIB if spec.cluster.memory_gib is not None else acc.memory_bytes
+    assert total is not None
+    return int(total * (1 - spec.cluster.memory_headroom))
+
+
+def _divisors_descending(n: int) -> list[int]:
+    return sorted((d for d in range(1, n + 1) if n % d == 0), reverse=True)
+
+
+def choose_micro_batch(spec: FamilySpec, member: MemberPlan, per_device: int) -> tuple[int, str, Memory]:
+    """(micro-batch, activation checkpointing, memory): the first that fits, else the smallest."""
+    training = spec.training
+    params = count_params(shape_of(member))
+    capacity = usable_memory(spec)
+    modes = AC_MODES if training.activation_checkpointing == "auto" else (training.activation_checkpointing,)
+    micros = [training.micro_batch_size] if training.micro_batch_size else _divisors_descending(per_device)
+    last: tuple[int, str, Memory] | None = None
+    for mode in modes:
+        for micro in micros:
+            est = estimate_memory(shape_of(member), params, seq_len=member.seq_len, micro_batch=micro,
+                                  fsdp_degree=spec.cluster.devices, precision=training.precision,
+                                  activation_checkpointing=mode)
+            memory = Memory(parameters=est.parameters, gradients=est.gradients, optimizer=est.optimizer,
+                            working=est.working, activations=est.activations, logits=est.logits,
+                            total=est.total, capacity=capacity, fits=est.total <= capacity)
+            last = (micro, mode, memory)
+            if memory.fits:
+                return last
+    assert last is not None
+    return last
+
+
+def schedule_for(spec: FamilySpec, num_steps: int, *, grown: bool) -> tuple[Schedule, int]:
+    """The stage's schedule, and the warmup asked for before clamping to the stage length."""
+    s = spec.lr.schedule
+    if grown and not s.restart_warmup:
+        warmup = 0
+    elif s.warmup_steps is not None:
+        warmup = s.warmup_steps
+    else:
+        fraction = s.warmup_fraction if s.warmup_fraction is not None else DEFAULT_WARMUP_FRACTION
+        warmup = round(fraction * num_steps)
+    if s.decay == "wsd":
+        decay_type, decay_ratio = s.wsd_decay, s.decay_fraction
+    else:
+        decay_type, decay_ratio = s.decay, None
+    return (Schedule(warmup_steps=min(warmup, num_steps), decay_type=decay_type, decay_ratio=decay_ratio,
+                     min_lr_factor=s.min_lr_factor), warmup)
+
+
+def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requested: int,
+                source: str | None, init_from: str | None, warnings: list[str]) -> TrainStep:
+    spec = c.spec
+    assert spec is not None
+    batch_tokens = spec.member(member.name).batch_tokens or spec.training.batch_tokens
+    num_steps = max(1, round(tokens_requested / batch_tokens))
+    sequences = batch_tokens // member.seq_len
+    devices = spec.cluster.devices
+    per_device = sequences // devices
+    micro, ac_mode, memory = choose_micro_batch(spec, member, per_device)
+    schedule, warmup_asked = schedule_for(spec, num_steps, grown=source is not None)
+    if warmup_asked > num_steps:
+        warnings.append(f"{step_id}: warmup of {warmup_asked} steps is longer than the stage's {num_steps} steps; "
+                        f"clamped to {num_steps}")
+    return TrainStep(
+        id=step_id, member=member.name, source=source, init_from=init_from, tokens=num_steps * batch_tokens,
+        tokens_requested=tokens_requested, num_steps=num_steps, batch_tokens=batch_tokens,
+        global_batch_size=sequences, local_batch_size=micro, grad_accum=per_device // micro, devices=devices,
+        nodes=spec.cluster.nodes, fsdp_degree=devices, precision=spec.training.precision,
+        activation_checkpointing=ac_mode, max_lr=c.max_lr[member.name], schedule=schedule, memory=memory,
+    )
+
+
+def _expand_step(c: Compilation, g: GrowthSpec) -> ExpandStep:
+    src, dst = c.member(g.source), c.member(g.target)
+    result = assess_growth(shape_of(src), shape_of(dst), width=g.width, depth=g.depth, noise=g.noise)
+    return ExpandStep(
+        id=f"expand-{g.source}-{g.target}", member=g.target, source=g.source, width=g.width, depth=g.depth,
+        gqa=result.gqa, noise=g.noise, seed=g.seed, exactness=result.exactness, reasons=result.reasons,
+        summary=result.summary, optimizer_state="fresh",
+        bytes_read=src.params * CHECKPOINT_BYTES_PER_PARAM, bytes_written=dst.params * CHECKPOINT_BYTES_PER_PARAM,
+    )
+
+
+def lower_to_cluster(c: Compilation) -> Compilation:
+    spec = c.spec
+    assert spec is not None
+    warnings: list[str] = []
+    budgets = {b.member: b for b in c.budgets}
+    steps: list[TrainStep | ExpandStep] = []
+    for m in c.members:
+        g = spec.growth_into(m.name)
+        init_from = None
+        if g is not None:
+            expand = _expand_step(c, g)
+            steps.append(expand)
+            init_from = expand.id
+        steps.append(_train_step(c, m, step_id=f"train-{m.name}", tokens_requested=budgets[m.name].tokens_requested,
+                                 source=g.source if g else None, init_from=init_from, warnings=warnings))
+    baseline = []
+    for m in c.members:
+        train = _train_step(c, m, step_id=f"baseline-{m.name}", source=None, init_from=None,
+                            tokens_requested=budgets[m.name].baseline_tokens_requested, warnings=warnings)
+        baseline.append(BaselineMember(name=m.name, tokens=train.tokens, flops=0, train=train))
+    return replace(c, steps=tuple(steps), baseline=tuple(baseline), warnings=c.warnings + tuple(warnings))

@@ -1,0 +1,149 @@
+"""Whether a growth step is possible, and whether it preserves the function exactly. Torch-free.
+
+`validate` and the compiler use this before any weights exist; the operators in
+`familyc.expand.operators` implement exactly what is judged possible here.
+
+The reasoning, per part of the Llama 3 block (see ../shared/notes/method.md):
+- Residual width (dim): new channels copy old ones through one index map used from the
+  embedding to the output head; every matrix that reads the residual divides the copied
+  input columns by their copy count. The only non-linear reader is RMSNorm, whose RMS is
+  unchanged only when every channel is copied the same number of times: exact iff the new
+  dim is an integer multiple of the old one.
+- Attention: grown by whole heads, head_dim fixed (RoPE untouched). A new KV head copies an
+  old one; each new group's query heads copy query heads of the group its KV head came from,
+  and wo divides each copied head's input columns by that head's copy count: exact for any
+  counts, provided every old query head is copied at least once.
+- FFN (SwiGLU): new hidden units copy old ones (w1, w3 rows), w2 divides the copied columns by
+  their count: exact for any counts (the non-linearity is per unit).
+- AKI takes the new FFN units and heads from the next layer instead: a different function.
+- Depth: zero_insert adds blocks whose wo and w2 are zero, so each adds nothing to the
+  residual stream: exact. stack and interpolate copy whole blocks: a different function.
+- Noise added to break the symmetry of copies makes any step approximate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from familyc.shape import ModelShape
+
+WIDTH_OPERATORS = ("fpi", "aki", "exact", "none")
+DEPTH_OPERATORS = ("stack", "interpolate", "zero_insert", "none")
+
+EXACT = "exact"
+APPROXIMATE = "approximate"
+IMPOSSIBLE = "impossible"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Problem:
+    field: str
+    """The target shape's field or the operator (`width`, `depth`) the problem is about."""
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GrowthAssessment:
+    exactness: str
+    """exact, approximate or impossible."""
+    problems: tuple[Problem, ...]
+    """Why it is impossible (empty otherwise)."""
+    reasons: tuple[str, ...]
+    """Why it is only approximate (empty when exact or impossible)."""
+    gqa: str
+    """unchanged, keep_kv (query heads per group grow), grow_kv (KV heads grow with their
+    groups), or mixed (both)."""
+    summary: str
+
+    @property
+    def possible(self) -> bool:
+        return self.exactness != IMPOSSIBLE
+
+
+def _gqa_mode(src: ModelShape, dst: ModelShape) -> str:
+    if (src.n_heads, src.n_kv_heads) == (dst.n_heads, dst.n_kv_heads):
+        return "unchanged"
+    if dst.n_kv_heads == src.n_kv_heads:
+        return "keep_kv"
+    if dst.n_rep == src.n_rep:
+        return "grow_kv"
+    return "mixed"
+
+
+def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, noise: float = 0.0) -> GrowthAssessment:
+    problems: list[Problem] = []
+    reasons: list[str] = []
+    if width not in WIDTH_OPERATORS:
+        problems.append(Problem(field="width", message=f"unknown width operator {width!r}"))
+    if depth not in DEPTH_OPERATORS:
+        problems.append(Problem(field="depth", message=f"unknown depth operator {depth!r}"))
+    if dst.vocab_size != src.vocab_size:
+        problems.append(Problem(field="vocab_size", message="members of a family share one vocabulary"))
+    fields = ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
+    for name in fields:
+        before, after = getattr(src, name), getattr(dst, name)
+        if after < before:
+            problems.append(Problem(field=name, message=f"growth cannot shrink {name} ({before} -> {after})"))
+    if all(getattr(src, f) == getattr(dst, f) for f in fields):
+        problems.append(Problem(field="dim", message="the target has the same shape as the source: nothing grows"))
+    gqa = _gqa_mode(src, dst)
+    widens = any(getattr(src, f) != getattr(dst, f) for f in ("dim", "n_heads", "n_kv_heads", "ffn_dim"))
+    deepens = dst.n_layers != src.n_layers
+    parts: list[str] = []
+
+    if widens and not problems:
+        parts.append(f"width {width}: dim {src.dim}->{dst.dim}, heads {src.n_heads}/{src.n_kv_heads}->"
+                     f"{dst.n_heads}/{dst.n_kv_heads} ({gqa}), ffn {src.ffn_dim}->{dst.ffn_dim}")
+        if width == "none":
+            problems.append(Problem(field="width", message="the width changes but the width operator is none",
+                                    hint="use fpi, aki or exact"))
+        if dst.head_dim != src.head_dim:
+            problems.append(Problem(
+                field="n_heads",
+                message=f"head_dim changes ({src.head_dim} -> {dst.head_dim}); growth adds whole heads and keeps "
+                        "head_dim so RoPE is untouched",
+                hint=f"set n_heads to dim / {src.head_dim}" + (f" = {dst.dim // src.head_dim}" if dst.dim % src.head_dim == 0 else "")))
+        elif dst.n_kv_heads >= src.n_kv_heads and dst.n_heads >= src.n_heads:
+            fewest_copies = dst.n_kv_heads // src.n_kv_heads
+            if fewest_copies * dst.n_rep < src.n_rep:
+                problems.append(Problem(
+                    field="n_kv_heads",
+                    message=f"with {dst.n_kv_heads} KV heads of {dst.n_rep} query heads each, some of the "
+                            f"{src.n_rep} query heads per group of the source would be dropped",
+                    hint="keep at least as many query heads per KV head, or grow KV heads by a whole multiple"))
+        if width == "exact" and not problems:
+            uneven = [f"{name} {getattr(src, name)}->{getattr(dst, name)}" for name in ("dim", "ffn_dim")
+                      if getattr(dst, name) % getattr(src, name)]
+            k = dst.dim // src.dim
+            if dst.n_kv_heads not in (src.n_kv_heads, k * src.n_kv_heads):
+                uneven.append(f"n_kv_heads {src.n_kv_heads}->{dst.n_kv_heads} (keep it, or multiply it by {k})")
+            if uneven:
+                problems.append(Problem(field="width", message="width exact copies every unit k times and needs "
+                                        "whole multiples: " + ", ".join(uneven),
+                                        hint="use fpi for other ratios (approximate when dim is not a multiple)"))
+        if not problems:
+            if dst.dim % src.dim:
+                reasons.append(f"dim {src.dim}->{dst.dim} is not a whole multiple: channels copied unevenly "
+                               "change the RMS that RMSNorm sees")
+            if width == "aki" and (dst.ffn_dim != src.ffn_dim or dst.n_heads != src.n_heads):
+                reasons.append("aki takes new FFN units and heads from the next layer")
+
+    if deepens and not problems:
+        parts.append(f"depth {depth}: {src.n_layers}->{dst.n_layers} layers")
+        if depth == "none":
+            problems.append(Problem(field="depth", message="the number of layers changes but the depth operator is none",
+                                    hint="use zero_insert (exact), stack or interpolate"))
+        elif depth in ("stack", "interpolate"):
+            reasons.append(f"{depth} copies whole blocks, which changes the function")
+    if noise > 0 and not problems:
+        reasons.append(f"noise {noise:g} is added to copied weights")
+
+    if problems:
+        exactness = IMPOSSIBLE
+        reasons = []
+    else:
+        exactness = APPROXIMATE if reasons else EXACT
+    summary = "; ".join(parts) if parts else "no growth"
+    return GrowthAssessment(exactness=exactness, problems=tuple(problems), reasons=tuple(reasons), gqa=gqa,
+                            summary=summary)

@@ -1,0 +1,82 @@
+"""A plan as a Document: the human summary `familyc plan` and `familyc show` print."""
+
+from __future__ import annotations
+
+from familyc import units
+from familyc.plan.ir import ExpandStep, Plan, TrainStep
+from familyc.render import Document, Table
+
+
+def _train_row(index: str, step: TrainStep) -> tuple[str, ...]:
+    return (
+        index, step.id, step.source or "-", units.count(step.tokens), f"{step.num_steps:,}", units.lr(step.max_lr),
+        f"{step.global_batch_size:,}", f"{step.local_batch_size} x {step.grad_accum}", step.activation_checkpointing,
+        units.gib(step.memory.total), units.flops(step.flops), units.seconds(step.predicted_seconds),
+        units.hours(step.gpu_hours), units.money(step.cost_usd),
+    )
+
+
+STEP_HEADERS = ("#", "step", "from", "tokens", "steps", "max LR", "batch", "micro x accum", "AC", "mem/device",
+                "FLOPs", "time", "GPU-h", "cost")
+STEP_RIGHT = frozenset({0, 3, 4, 5, 6, 9, 10, 11, 12, 13})
+
+
+def plan_document(plan: Plan) -> Document:
+    c = plan.cluster
+    t = plan.totals
+    facts = (
+        f"spec: {plan.spec.path} (sha256 {plan.spec.sha256[:12]})",
+        f"cluster: {c.devices} x {c.accelerator_name} ({c.nodes} node{'s' if c.nodes != 1 else ''} x {c.gpus_per_node}), "
+        f"{c.precision} peak {units.flop_rate(c.peak_flops)}, assumed MFU {units.percent(c.mfu)}, "
+        f"{units.money(c.price_per_gpu_hour)} per GPU-hour",
+        f"budget: {plan.budget.rule} rule"
+        + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter" if plan.budget.tokens_per_param else "")
+        + f"; optimizer after growth: {plan.training.optimizer_after_growth}",
+        f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; cost model v{plan.cost_model.version})",
+    )
+    members = Table(
+        title="Members",
+        headers=("member", "params", "non-embedding", "dim", "layers", "heads/kv", "head_dim", "ffn", "FLOPs/token"),
+        rows=tuple((m.name, units.count(m.params), units.count(m.non_embedding_params), str(m.dim), str(m.n_layers),
+                    f"{m.n_heads}/{m.n_kv_heads}", str(m.head_dim), str(m.ffn_dim), units.flops(m.flops_per_token))
+                   for m in plan.members),
+        right=frozenset({1, 2, 3, 4, 6, 7, 8}),
+    )
+    rows = []
+    for i, step in enumerate(plan.steps, start=1):
+        if isinstance(step, TrainStep):
+            rows.append(_train_row(str(i), step))
+        else:
+            rows.append((str(i), step.id, step.source, "", "", "", "", "", "", "", "0",
+                         units.seconds(step.predicted_seconds), units.hours(step.gpu_hours), units.money(step.cost_usd)))
+    steps = Table(title="Progressive steps", headers=STEP_HEADERS, rows=tuple(rows), right=STEP_RIGHT)
+    growth = Table(
+        title="Growth",
+        headers=("step", "width", "depth", "gqa", "noise", "function", "reads", "writes", "shapes"),
+        rows=tuple((s.id, s.width, s.depth, s.gqa, f"{s.noise:g}", s.exactness, units.gib(s.bytes_read),
+                    units.gib(s.bytes_written), s.summary)
+                   for s in plan.steps if isinstance(s, ExpandStep)),
+        wrap=frozenset({8}),
+    )
+    baseline = Table(title="Independent baseline (every member from scratch)", headers=STEP_HEADERS,
+                     rows=tuple(_train_row(str(i), b.train) for i, b in enumerate(plan.baseline.members, start=1)),
+                     right=STEP_RIGHT)
+    totals = Table(
+        title="Totals",
+        headers=("family", "FLOPs", "time", "GPU-hours", "cost"),
+        rows=(
+            ("progressive", units.flops(t.progressive_flops), units.seconds(t.predicted_seconds),
+             units.hours(t.predicted_gpu_hours), units.money(t.predicted_cost_usd)),
+            ("independent", units.flops(t.independent_flops), units.seconds(t.independent_seconds),
+             units.hours(t.independent_gpu_hours), units.money(t.independent_cost_usd)),
+        ),
+        right=frozenset({1, 2, 3, 4}),
+    )
+    saved_hours = t.independent_gpu_hours - t.predicted_gpu_hours
+    conclusion = (
+        f"progressive training saves {units.percent(t.savings_fraction)} of the FLOPs of training every member "
+        f"independently ({units.hours(saved_hours)} GPU-hours, {units.money(t.independent_cost_usd - t.predicted_cost_usd)})",
+    )
+    tables = (members, steps) + ((growth,) if growth.rows else ()) + (baseline, totals)
+    return Document(title=f"plan {plan.plan_id} for family {plan.family.name}", facts=facts, tables=tables,
+                    conclusion=conclusion, notes=plan.warnings)
