@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -41,8 +43,10 @@ def emit(doc: render.Document, fmt: Format, data: object) -> None:
         typer.echo(json.dumps(data, indent=2))
     elif fmt is Format.markdown:
         typer.echo(render.render_markdown(doc), nl=False)
-    else:
+    elif sys.stdout.isatty():
         render.render_text(doc, out())
+    else:  # logs, pipes, CI: no colour, a fixed width, no trailing blanks
+        typer.echo(render.text(doc, width=int(os.environ.get("COLUMNS", "160"))), nl=False)
 
 
 @app.command()

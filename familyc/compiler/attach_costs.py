@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from familyc import __version__
 from familyc.compiler.assign_budgets import tokens_per_param
-from familyc.compiler.lower_to_cluster import usable_memory
+from familyc.compiler.lower_to_cluster import device_memory
 from familyc.compiler.state import Compilation
 from familyc.cost import COST_MODEL_VERSION
 from familyc.cost.accelerators import accelerator
@@ -54,7 +54,7 @@ def _cluster_plan(spec: FamilySpec) -> ClusterPlan:
     return ClusterPlan(
         accelerator=c.accelerator, accelerator_name=acc.name, devices=c.devices, nodes=c.nodes,
         gpus_per_node=c.gpus_per_node, precision=precision, peak_flops=acc.peak(precision), mfu=c.mfu,
-        price_per_gpu_hour=c.price_per_gpu_hour, memory_bytes=round(usable_memory(spec) / (1 - c.memory_headroom)),
+        price_per_gpu_hour=c.price_per_gpu_hour, memory_bytes=device_memory(spec),
         memory_headroom=c.memory_headroom, io_gb_per_s=c.io_gb_per_s,
     )
 

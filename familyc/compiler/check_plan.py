@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from familyc.compiler.state import Compilation
-from familyc.errors import Diagnostic
-from familyc.errors import SpecError
+from familyc.errors import Diagnostic, SpecError
 from familyc.plan.ir import ExpandStep, TrainStep
 
 GIB = 2**30
@@ -34,7 +33,7 @@ def check_plan(c: Compilation) -> Compilation:
                 f"{step.id}: needs {mem.total / GIB:.1f} GiB per device with {step.activation_checkpointing} activation "
                 f"checkpointing and {step.local_batch_size} sequence(s) per micro-batch; {mem.capacity / GIB:.1f} GiB "
                 "are usable",
-                "add devices (FSDP2 shards parameters, gradients and optimizer state over all of them), use a larger "
+                hint="add devices (FSDP2 shards parameters, gradients and optimizer state over all of them), use a larger "
                 "accelerator, or shorten architecture.seq_len", code="memory"))
     for step in plan.steps:
         if isinstance(step, TrainStep):

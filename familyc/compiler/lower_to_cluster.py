@@ -33,11 +33,17 @@ CHECKPOINT_BYTES_PER_PARAM = 4
 """Member checkpoints are model-only fp32 (torchtitan checkpoint.export_dtype = float32)."""
 
 
+def device_memory(spec: FamilySpec) -> int:
+    """Bytes per device: cluster.memory_gib when given, else the accelerator table's."""
+    if spec.cluster.memory_gib is not None:
+        return int(spec.cluster.memory_gib * GIB)
+    total = accelerator(spec.cluster.accelerator).memory_bytes
+    assert total is not None  # check_spec demands memory_gib where the table has none
+    return total
+
+
 def usable_memory(spec: FamilySpec) -> int:
-    acc = accelerator(spec.cluster.accelerator)
-    total = spec.cluster.memory_gib * GIB if spec.cluster.memory_gib is not None else acc.memory_bytes
-    assert total is not None
-    return int(total * (1 - spec.cluster.memory_headroom))
+    return int(device_memory(spec) * (1 - spec.cluster.memory_headroom))
 
 
 def _divisors_descending(n: int) -> list[int]:

@@ -104,7 +104,7 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
 
 def _delta_row(name: str, before: float, after: float, fmt: Any) -> tuple[str, ...]:
     change = after - before
-    relative = units.signed_percent(change / before) if before else "new"
+    relative = units.signed_percent(change / before) if before else ("" if not after else "new")
     return (name, fmt(before), fmt(after), ("+" if change > 0 else "") + fmt(change), relative)
 
 
