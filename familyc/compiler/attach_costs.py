@@ -36,8 +36,10 @@ def _costed(step: TrainStep | ExpandStep, c: Compilation, raw: dict[str, float])
     cluster = spec.cluster
     peak = accelerator(cluster.accelerator).peak(spec.training.precision)
     if isinstance(step, TrainStep):
-        flops = train_flops(c.member(step.member).flops_per_token, step.tokens)
+        per_token = c.member(step.member).flops_per_token
+        flops = train_flops(per_token, step.tokens)
         seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=cluster.mfu)
+        step = replace(step, flops_per_step=train_flops(per_token, step.batch_tokens))
     else:
         flops = 0
         seconds = io_seconds(step.bytes_read + step.bytes_written, gb_per_s=cluster.io_gb_per_s)

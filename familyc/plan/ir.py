@@ -185,7 +185,10 @@ class TrainStep:
     max_lr: float
     schedule: Schedule
     memory: Memory
+    flops_per_step: int = 0
+    """FLOPs of one optimizer step: batch_tokens x the member's FLOPs per token."""
     flops: int = 0
+    """FLOPs of the whole stage: tokens x the member's FLOPs per token."""
     predicted_seconds: float = 0.0
     gpu_hours: float = 0.0
     cost_usd: float = 0.0
