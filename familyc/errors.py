@@ -57,10 +57,12 @@ class UsageError(FamilycError):
 class SpecError(FamilycError):
     """A spec that does not validate; carries every diagnostic found, best first."""
 
-    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+    def __init__(self, diagnostics: list[Diagnostic], *, more_checks_pending: bool = False) -> None:
         self.diagnostics = sorted(diagnostics, key=Diagnostic.sort_key)
         count = len(self.diagnostics)
-        super().__init__(f"{count} problem{'s' if count != 1 else ''} found")
+        pending = " (the semantic checks run once these are fixed)" if more_checks_pending else ""
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} found{pending}")
+        self.more_checks_pending = more_checks_pending
 
 
 class PlanError(FamilycError):

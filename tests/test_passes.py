@@ -237,8 +237,10 @@ def test_check_plan_refuses_a_member_that_cannot_fit(write_spec: WriteSpec) -> N
     with pytest.raises(SpecError) as err:
         run_until(write_spec(data), "check_plan")
     paths = {d.path for d in err.value.diagnostics}
-    assert paths == {"$.cluster"}
-    assert any("train-8B: needs" in d.message and "add devices" in d.hint for d in err.value.diagnostics)
+    assert paths == {"$.cluster.gpus_per_node"}
+    by_member = {d.message.split()[1]: d for d in err.value.diagnostics}  # one diagnostic per member
+    assert "8B" in by_member and "(train-8B, baseline-8B)" in by_member["8B"].message
+    assert "add devices" in by_member["8B"].hint
 
 
 def test_check_plan_warns(write_spec: WriteSpec) -> None:

@@ -47,13 +47,13 @@ def err() -> Console:
 def report_error(exc: FamilycError) -> None:
     console = err()
     if isinstance(exc, SpecError):
-        for diagnostic in exc.diagnostics:
-            console.print(diagnostic.format(), markup=False, highlight=False)
-        console.print(f"{exc.message}", style="red", markup=False)
+        for diagnostic in exc.diagnostics:  # one line each, never wrapped: editors parse FILE:LINE:COL
+            console.print(diagnostic.format(), markup=False, highlight=False, soft_wrap=True)
+        console.print(f"{exc.message}", style="red", markup=False, soft_wrap=True)
         return
-    console.print(f"error: {exc.message}", style="red", markup=False)
+    console.print(f"error: {exc.message}", style="red", markup=False, soft_wrap=True)
     if exc.hint:
-        console.print(f"  hint: {exc.hint}", markup=False)
+        console.print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
 
 
 def command(fn: F) -> F:
@@ -73,8 +73,8 @@ def command(fn: F) -> F:
         except Exception as exc:  # a bug: say so plainly, keep the traceback for --debug
             if _state["debug"]:
                 raise
-            err().print(f"internal error: {type(exc).__name__}: {exc}", style="red", markup=False)
-            err().print("  hint: rerun with --debug for the traceback, and report it", markup=False)
+            err().print(f"internal error: {type(exc).__name__}: {exc}", style="red", markup=False, soft_wrap=True)
+            err().print("  hint: rerun with --debug for the traceback, and report it", markup=False, soft_wrap=True)
             raise typer.Exit(3) from None
 
     return wrapper  # type: ignore[return-value]

@@ -38,6 +38,10 @@ def read_plan(path: Path) -> ir.Plan:
     return ir.loads(text, source=str(path))
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def emit(doc: render.Document, fmt: Format, data: object) -> None:
     if fmt is Format.json:
         typer.echo(json.dumps(data, indent=2))
@@ -64,8 +68,10 @@ def validate(specs: list[Path] = typer.Argument(..., help="Spec files to check."
             report_error(exc)
             continue
         trains = sum(1 for s in plan.steps if s.kind == "train")
-        out().print(f"{shown}: valid ({len(plan.members)} members, {trains} training stages, "
-                    f"{len(plan.steps) - trains} growth steps)", markup=False)
+        counts = ", ".join(_plural(n, noun) for n, noun in ((len(plan.members), "member"),
+                                                            (trains, "training stage"),
+                                                            (len(plan.steps) - trains, "growth step")))
+        out().print(f"{shown}: valid ({counts})", markup=False)
     if failed:
         raise typer.Exit(1)
 

@@ -57,10 +57,13 @@ def read_spec(path: Path) -> tuple[bytes, str]:
 
 def load_document(raw: bytes, file: str) -> LoadedDocument:
     """YAML and schema: raise SpecError with every problem found."""
-    doc = load_yaml(raw, file)
+    try:
+        doc = load_yaml(raw, file)
+    except SpecError as exc:
+        raise SpecError(exc.diagnostics, more_checks_pending=True) from None
     problems = schema_diagnostics(doc)
     if problems:
-        raise SpecError(problems)
+        raise SpecError(problems, more_checks_pending=True)
     return doc
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from familyc import units
 from familyc.compiler.state import Compilation
 from familyc.errors import Diagnostic, SpecError
 from familyc.plan.ir import ExpandStep, TrainStep
 
-GIB = 2**30
 MIN_USEFUL_STEPS = 10
 
 
@@ -25,16 +25,22 @@ def check_plan(c: Compilation) -> Compilation:
     problems: list[Diagnostic] = []
     warnings = list(plan.warnings)
     trains = [s for s in plan.steps if isinstance(s, TrainStep)] + [b.train for b in plan.baseline.members]
+    unfit: dict[str, list[TrainStep]] = {}
     for step in trains:
-        mem = step.memory
-        if not mem.fits:
-            problems.append(c.doc.diagnostic(
-                ("cluster",),
-                f"{step.id}: needs {mem.total / GIB:.1f} GiB per device with {step.activation_checkpointing} activation "
-                f"checkpointing and {step.local_batch_size} sequence(s) per micro-batch; {mem.capacity / GIB:.1f} GiB "
-                "are usable",
-                hint="add devices (FSDP2 shards parameters, gradients and optimizer state over all of them), use a larger "
-                "accelerator, or shorten architecture.seq_len", code="memory"))
+        if not step.memory.fits:
+            unfit.setdefault(step.member, []).append(step)
+    where = ("cluster", "gpus_per_node") if "gpus_per_node" in c.doc.data["cluster"] else ("cluster",)
+    for member, steps in unfit.items():
+        worst = max(steps, key=lambda s: s.memory.total)
+        mem = worst.memory
+        problems.append(c.doc.diagnostic(
+            where,
+            f"member {member} does not fit in memory ({', '.join(s.id for s in steps)}): it needs "
+            f"{units.gib(mem.total)} per device with {worst.activation_checkpointing} activation checkpointing and "
+            f"{worst.local_batch_size} sequence{'s' if worst.local_batch_size != 1 else ''} per micro-batch; "
+            f"{units.gib(mem.capacity)} are usable",
+            hint="add devices (FSDP2 shards parameters, gradients and optimizer state over all of them), use a larger "
+            "accelerator, or shorten architecture.seq_len", code="memory"))
     for step in plan.steps:
         if isinstance(step, TrainStep):
             if step.num_steps < MIN_USEFUL_STEPS:

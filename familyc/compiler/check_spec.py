@@ -60,9 +60,10 @@ class _Checker:
                            "ffn_dim is the final SwiGLU hidden size; the other two are torchtitan's rule for it")
             shape = member_shape(m, arch)
             problems = shape.problems()
-            for fld, message in problems:
-                self.error(("members", m.index, fld), f"member {m.name}: {message}",
-                           "the Llama 3 block needs dim = n_heads x head_dim (even), and n_heads a multiple of n_kv_heads")
+            for fld, message, hint in problems:
+                if fld == "ffn_dim" and "ffn_dim" not in raw and "ffn_dim_multiplier" in raw:
+                    fld = "ffn_dim_multiplier"
+                self.error(("members", m.index, fld), f"member {m.name}: {message}", hint)
             valid[m.name] = not problems
         return valid
 
@@ -70,6 +71,7 @@ class _Checker:
     def growth(self, valid: dict[str, bool]) -> None:
         spec = self.spec
         order = {m.name: m.index for m in spec.members}
+        duplicated = {n for n in self.names if self.names.count(n) > 1}
         incoming: dict[str, int] = {}
         for g in spec.growth:
             base = ("growth", g.index)
@@ -80,24 +82,23 @@ class _Checker:
                     ok = False
             if not ok:
                 continue
-            if g.source == g.target:
-                self.error(base + ("to",), f"{g.target} cannot grow from itself")
-                continue
-            if order[g.source] > order[g.target]:
-                self.error(base + ("from",), f"{g.target} grows from {g.source}, which is listed after it",
-                           "members train in the order listed: put the smaller member first")
-                continue
-            if order[g.target] == 0:
-                self.error(base + ("to",), f"{g.target} is the first member: it is trained from scratch, not grown")
+            if {g.source, g.target} & duplicated:  # an ambiguous name: reported once, at the member
+                incoming.setdefault(g.target, g.index)
                 continue
             if g.target in incoming:
                 self.error(base + ("to",), f"{g.target} is already grown by growth[{incoming[g.target]}]",
                            "each member grows from exactly one other")
                 continue
             incoming[g.target] = g.index
-            if not (valid.get(g.source) and valid.get(g.target)):
-                continue
-            self.growth_step(g)
+            if g.source == g.target:
+                self.error(base + ("to",), f"{g.target} cannot grow from itself")
+            elif order[g.source] > order[g.target]:
+                self.error(base + ("from",), f"{g.target} grows from {g.source}, which is listed after it",
+                           "members train in the order listed: put the smaller member first")
+            elif order[g.target] == 0:
+                self.error(base + ("to",), f"{g.target} is the first member: it is trained from scratch, not grown")
+            elif valid.get(g.source) and valid.get(g.target):
+                self.growth_step(g)
         for m in spec.members[1:]:
             if m.name not in incoming:
                 previous = spec.members[m.index - 1].name
@@ -111,8 +112,11 @@ class _Checker:
         result = assess_growth(src, dst, width=g.width, depth=g.depth, noise=g.noise)
         base = ("growth", g.index)
         for p in result.problems:
-            path = base + (p.field,) if p.field in ("width", "depth") else ("members", dst_m.index, p.field)
-            if p.field not in ("width", "depth") and p.field not in self.doc.data["members"][dst_m.index]:
+            if p.field in ("width", "depth"):
+                path = base + (p.field,)
+            elif p.field in self.doc.data["members"][dst_m.index]:
+                path = ("members", dst_m.index, p.field)
+            else:  # the shape as a whole, or a field the target member does not spell out
                 path = base + ("to",)
             self.error(path, f"growing {g.source} -> {g.target}: {p.message}", p.hint, code="growth")
         if result.exactness == APPROXIMATE and g.function_preserving:
@@ -144,9 +148,11 @@ class _Checker:
         if b.rule == "paper":
             self.unused("budget", ("tokens", "baseline_tokens"), "paper", {"tokens": "explicit", "baseline_tokens": "explicit"})
             given = [k for k in ("tokens_per_param", "largest_tokens") if k in self.doc.data["budget"]]
-            if len(given) != 1:
-                self.error(("budget",), "the paper rule needs exactly one of tokens_per_param and largest_tokens"
-                           + (" (both given)" if given else ""),
+            if len(given) == 2:
+                self.error(("budget", "largest_tokens"), "the paper rule takes tokens_per_param or largest_tokens, "
+                           "not both", "remove one of them", key=True)
+            elif not given:
+                self.error(("budget",), "the paper rule needs tokens_per_param or largest_tokens",
                            "e.g. tokens_per_param: 20 (each independent member trains 20 tokens per parameter)")
         elif b.rule == "tokens_per_param":
             self.unused("budget", ("tokens", "baseline_tokens", "largest_tokens"), "tokens_per_param",
@@ -156,14 +162,16 @@ class _Checker:
                         {"tokens_per_param": "paper", "largest_tokens": "paper"})
             self.table_names(("budget", "tokens"), b.tokens, complete=True, what="budget.tokens")
             self.table_names(("budget", "baseline_tokens"), b.baseline_tokens, complete=False, what="budget.baseline_tokens")
+        limits = "give between 1 and 1e16 tokens (1e16 is 300 times the largest runs published)"
         for table in ("tokens", "baseline_tokens"):
             for name, tokens in getattr(b, table).items():
-                if tokens > MAX_TOKENS or tokens == 0:
-                    self.error(("budget", table, name), f"{tokens:.3g} tokens is {'zero' if tokens == 0 else 'absurd'}",
-                               f"between 1 and {MAX_TOKENS:.0e}")
+                if tokens == 0:
+                    self.error(("budget", table, name), f"member {name} gets 0 tokens", limits)
+                elif tokens > MAX_TOKENS:
+                    self.error(("budget", table, name), f"{tokens:.3g} tokens for member {name} is more than the "
+                               "limit of 1e16", limits)
         if b.largest_tokens is not None and not 0 < b.largest_tokens <= MAX_TOKENS:
-            self.error(("budget", "largest_tokens"), f"{b.largest_tokens:.3g} tokens is out of range",
-                       f"between 1 and {MAX_TOKENS:.0e}")
+            self.error(("budget", "largest_tokens"), f"largest_tokens {b.largest_tokens:.3g} is out of range", limits)
         if b.tokens_per_param is not None and b.tokens_per_param > 1e6:
             self.error(("budget", "tokens_per_param"), f"{b.tokens_per_param:g} tokens per parameter is absurd",
                        "Chinchilla-optimal is about 20")
@@ -184,12 +192,14 @@ class _Checker:
                 self.error(path, f"a peak learning rate of {value:g} is above {MAX_LR:g}", "typical values: 1e-4 to 3e-3")
         s = lr.schedule
         if s.warmup_steps is not None and s.warmup_fraction is not None:
-            self.error(("lr", "schedule", "warmup_fraction"), "give warmup_steps or warmup_fraction, not both", key=True)
+            self.error(("lr", "schedule", "warmup_fraction"), "give warmup_steps or warmup_fraction, not both",
+                       "remove one of them", key=True)
         raw = self.doc.data["lr"].get("schedule", {})
         if s.decay != "wsd":
             for key in ("decay_fraction", "wsd_decay"):
                 if key in raw:
-                    self.error(("lr", "schedule", key), f"{key!r} only applies to decay: wsd", key=True, code="unused-key")
+                    self.error(("lr", "schedule", key), f"{key!r} only applies to decay: wsd",
+                               "remove it, or set decay: wsd", key=True, code="unused-key")
 
     # --- training and cluster ------------------------------------------------------------
     def batches(self) -> None:
@@ -197,13 +207,16 @@ class _Checker:
         seq = spec.architecture.seq_len
         devices = spec.cluster.devices
         cases = [(("training", "batch_tokens"), spec.training.batch_tokens, "training")]
-        cases += [(("members", m.index, "batch_tokens"), m.batch_tokens, m.name) for m in spec.members if m.batch_tokens]
+        cases += [(("members", m.index, "batch_tokens"), m.batch_tokens, m.name) for m in spec.members
+                  if m.batch_tokens is not None]
         for path, tokens, _who in cases:
             if not 0 < tokens <= MAX_BATCH_TOKENS:
-                self.error(path, f"a batch of {tokens:,} tokens is out of range", f"between {seq} and {MAX_BATCH_TOKENS:.0e}")
+                self.error(path, f"a batch of {tokens:,} tokens is out of range",
+                           f"give between {seq * devices:,} (one sequence per device) and {MAX_BATCH_TOKENS:,}")
                 continue
             unit = seq * devices  # one sequence per device
-            suggestion = f"use a multiple of seq_len x devices = {unit:,}, e.g. {max(1, round(tokens / unit)) * unit}"
+            near = max(1, min(round(tokens / unit), MAX_BATCH_TOKENS // unit)) * unit
+            suggestion = f"use a multiple of seq_len x devices = {unit:,}, e.g. {near:,}"
             if tokens % seq:
                 self.error(path, f"a batch of {tokens:,} tokens is not a whole number of {seq}-token sequences",
                            suggestion)
@@ -223,9 +236,13 @@ class _Checker:
         acc = accelerator(c.accelerator)
         precision = self.spec.training.precision
         if precision not in acc.peak_flops:
-            known = ", ".join(sorted(acc.peak_flops))
-            path = ("training", "precision") if "precision" in self.doc.data["training"] else ("training",)
-            self.error(path, f"no {precision} peak is known for {acc.name}", f"use precision: {known}")
+            known = " or ".join(sorted(acc.peak_flops))
+            if "precision" in self.doc.data["training"]:
+                self.error(("training", "precision"), f"no {precision} peak is known for {acc.name}",
+                           f"use precision: {known}")
+            else:
+                self.error(("training",), f"no {precision} peak is known for {acc.name} ({precision} is the default "
+                           "precision)", f"add precision: {known} under training")
         if acc.memory_bytes is None and c.memory_gib is None:
             self.error(("cluster", "accelerator"), f"{acc.name} has no fixed memory size: give cluster.memory_gib",
                        "the RAM one training process may use, e.g. 8 on a 24 GiB machine running 2 processes")

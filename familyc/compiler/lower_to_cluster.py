@@ -95,7 +95,8 @@ def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requ
                 source: str | None, init_from: str | None, warnings: list[str]) -> TrainStep:
     spec = c.spec
     assert spec is not None
-    batch_tokens = spec.member(member.name).batch_tokens or spec.training.batch_tokens
+    override = spec.member(member.name).batch_tokens
+    batch_tokens = override if override is not None else spec.training.batch_tokens
     num_steps = max(1, round(tokens_requested / batch_tokens))
     sequences = batch_tokens // member.seq_len
     devices = spec.cluster.devices

@@ -83,7 +83,14 @@ class _Reader:
         return self._parse(parse_count, path, what)
 
     def number(self, path: PathT, what: str = "value") -> float | None:
-        return self._parse(parse_number, path, what)
+        """A positiveNumber of the schema: its string form is checked here (the schema can only
+        bound the numeric form)."""
+        value = self._parse(parse_number, path, what)
+        if value is not None and value <= 0:
+            self.problems.append(self.doc.diagnostic(path, f"{what} must be greater than 0, not {value:g}",
+                                                     code="quantity", hint="write a positive number, e.g. 3e-4"))
+            return None
+        return value
 
     def table(self, path: PathT, parser: str) -> dict[str, Any]:
         if not self.has(path):
@@ -180,5 +187,5 @@ def resolve_defaults(c: Compilation) -> Compilation:
     reader = _Reader(c.doc, apply_defaults(c.doc.data, schema()))
     spec = _build(reader)
     if reader.problems:
-        raise SpecError(reader.problems)
+        raise SpecError(reader.problems, more_checks_pending=True)
     return replace(c, spec=spec)

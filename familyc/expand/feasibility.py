@@ -81,12 +81,15 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
     if dst.vocab_size != src.vocab_size:
         problems.append(Problem(field="vocab_size", message="members of a family share one vocabulary"))
     fields = ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim")
-    for name in fields:
-        before, after = getattr(src, name), getattr(dst, name)
-        if after < before:
-            problems.append(Problem(field=name, message=f"growth cannot shrink {name} ({before} -> {after})"))
+    shrinking = [f"{name} {getattr(src, name)} -> {getattr(dst, name)}" for name in fields
+                 if getattr(dst, name) < getattr(src, name)]
+    if shrinking:
+        problems.append(Problem(field="shape", message="growth cannot shrink " + ", ".join(shrinking),
+                                hint="the member grown into must be at least as large in every dimension; "
+                                     "are from and to swapped?"))
     if all(getattr(src, f) == getattr(dst, f) for f in fields):
-        problems.append(Problem(field="dim", message="the target has the same shape as the source: nothing grows"))
+        problems.append(Problem(field="shape", message="the target has the same shape as the source: nothing grows",
+                                hint="remove this growth step, or give the target a larger shape"))
     gqa = _gqa_mode(src, dst)
     widens = any(getattr(src, f) != getattr(dst, f) for f in ("dim", "n_heads", "n_kv_heads", "ffn_dim"))
     deepens = dst.n_layers != src.n_layers
@@ -103,7 +106,8 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
                 field="n_heads",
                 message=f"head_dim changes ({src.head_dim} -> {dst.head_dim}); growth adds whole heads and keeps "
                         "head_dim so RoPE is untouched",
-                hint=f"set n_heads to dim / {src.head_dim}" + (f" = {dst.dim // src.head_dim}" if dst.dim % src.head_dim == 0 else "")))
+                hint=f"keep head_dim {src.head_dim}: set n_heads to dim / {src.head_dim}"
+                     + (f" = {dst.dim // src.head_dim}" if dst.dim % src.head_dim == 0 else "")))
         elif dst.n_kv_heads >= src.n_kv_heads and dst.n_heads >= src.n_heads:
             fewest_copies = dst.n_kv_heads // src.n_kv_heads
             if fewest_copies * dst.n_rep < src.n_rep:

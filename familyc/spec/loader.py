@@ -37,6 +37,21 @@ MAX_VALUES = 100_000
 
 _YAML = "tag:yaml.org,2002:"
 _ALLOWED_SCALAR_TAGS = {f"{_YAML}{t}" for t in ("str", "int", "float", "bool", "null", "timestamp")}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "a boolean", "null": "null",
+               "timestamp": "a date"}
+_CONTROL_NAMES = {0: "NUL", 7: "BEL", 8: "BS", 11: "VT", 12: "FF", 27: "ESC", 127: "DEL", 0xFFFE: "a noncharacter",
+                  0xFFFF: "a noncharacter"}
+
+
+def _tag(tag: str) -> str:
+    """A tag as the user wrote it: `tag:yaml.org,2002:python/object` -> `!!python/object`."""
+    return "!!" + tag.removeprefix(_YAML) if tag.startswith(_YAML) else tag
+
+
+def _character(char: str) -> str:
+    code = ord(char)
+    name = _CONTROL_NAMES.get(code, "a control character")
+    return f"U+{code:04X} ({name})"
 _CONSTRUCTOR = yaml.SafeLoader(stream="")  # only its construct_yaml_* scalar methods are used
 
 
@@ -56,11 +71,18 @@ class LoadedDocument:
     """Position of the value at each path."""
     keys: dict[PathT, Position] = field(default_factory=dict)
     """Position of the key that introduced the value at each path (mappings only)."""
+    containers: frozenset[PathT] = frozenset()
+    """Paths whose value is a mapping or a list."""
 
     def locate(self, path: PathT, *, key: bool = False) -> Position:
-        """The position of `path`, or of its nearest ancestor that has one."""
-        table = self.keys if key else self.values
+        """The position of `path`, or of its nearest ancestor that has one.
+
+        A problem with a whole section (a mapping or list under a key) is shown at its key,
+        `training:`, rather than at the section's first entry."""
         probe = tuple(path)
+        if probe in self.containers and probe in self.keys:
+            return self.keys[probe]
+        table = self.keys if key else self.values
         while probe:
             if probe in table:
                 return table[probe]
@@ -112,6 +134,7 @@ class _Builder:
         self.values: dict[PathT, Position] = {}
         self.keys: dict[PathT, Position] = {}
         self.problems: list[Diagnostic] = []
+        self.containers: set[PathT] = set()
         self.count = 0
 
     def problem(self, node_or_pos: Any, path: PathT, message: str, hint: str = "") -> None:
@@ -128,11 +151,13 @@ class _Builder:
         if depth > MAX_DEPTH:
             raise _TooDeep(node)
         self.values.setdefault(path, _position(node.start_mark))
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            self.containers.add(path)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != f"{_YAML}seq":
-                self.problem(node, path, f"YAML tag {node.tag!r} is not allowed",
+                self.problem(node, path, f"YAML tag {_tag(node.tag)} is not allowed",
                              "a spec is plain data: remove the tag")
                 return None
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
@@ -140,7 +165,7 @@ class _Builder:
 
     def _mapping(self, node: yaml.MappingNode, path: PathT, depth: int) -> dict[str, Any] | None:
         if node.tag != f"{_YAML}map":
-            self.problem(node, path, f"YAML tag {node.tag!r} is not allowed",
+            self.problem(node, path, f"YAML tag {_tag(node.tag)} is not allowed",
                          "a spec is plain data: remove the tag")
             return None
         out: dict[str, Any] = {}
@@ -155,7 +180,8 @@ class _Builder:
             child = path + (key,)
             if key in out:
                 first = self.keys[child]
-                self.problem(key_node, child, f"duplicate key {key!r} (first given at line {first.line})",
+                self.problem(key_node, child,
+                             f"duplicate key {key!r} (first given at line {first.line}, column {first.col})",
                              "keep one of them: YAML would silently use the last")
                 continue
             self.keys[child] = _position(key_node.start_mark)
@@ -170,16 +196,16 @@ class _Builder:
             return node.value
         if node.tag in _ALLOWED_SCALAR_TAGS:
             self.problem(node, path + (node.value,),
-                         f"key {node.value!r} is read by YAML as a {node.tag.removeprefix(_YAML)}, "
+                         f"key {node.value!r} is read by YAML as {_TYPE_WORDS[node.tag.removeprefix(_YAML)]}, "
                          "not a string", f"quote it: '{node.value}'")
         else:
-            self.problem(node, path, f"YAML tag {node.tag!r} is not allowed", "remove the tag")
+            self.problem(node, path, f"YAML tag {_tag(node.tag)} is not allowed", "remove the tag")
         return None
 
     def _scalar(self, node: yaml.ScalarNode, path: PathT) -> Any:
         tag = node.tag
         if tag not in _ALLOWED_SCALAR_TAGS:
-            self.problem(node, path, f"YAML tag {tag!r} is not allowed",
+            self.problem(node, path, f"YAML tag {_tag(tag)} is not allowed",
                          "a spec is plain data: remove the tag")
             return None
         if tag == f"{_YAML}str" or tag == f"{_YAML}timestamp":
@@ -192,9 +218,33 @@ class _Builder:
             return _CONSTRUCTOR.construct_yaml_int(node)
         value = _CONSTRUCTOR.construct_yaml_float(node)
         if value != value or value in (float("inf"), float("-inf")):
-            self.problem(node, path, f"{node.value!r} is not a finite number")
+            self.problem(node, path, f"{node.value!r} is not a finite number", "write a finite number")
             return None
         return value
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, fail: Any) -> SpecError:
+    """PyYAML's parser messages, located where the problem is and explained."""
+    mark = exc.problem_mark or exc.context_mark
+    pos = _position(mark) if mark is not None else Position(1, 1)
+    problem = exc.problem or "malformed YAML"
+    context = exc.context or ""
+    hint = ""
+    if exc.context_mark is not None and context:
+        opened = _position(exc.context_mark)
+        if "flow mapping" in context or "flow sequence" in context:
+            bracket = "{" if "mapping" in context else "["
+            closing = "}" if bracket == "{" else "]"
+            hint = (f"the '{bracket}' at line {opened.line}, column {opened.col} is not closed: "
+                    f"add '{closing}', or a ',' between items")
+        else:
+            hint = f"{context} that starts at line {opened.line}, column {opened.col}"
+    if "block" in problem or "indentation" in problem or "mapping values are not allowed" in problem:
+        extra = "check the indentation: the keys of one mapping start in the same column"
+        hint = f"{hint}; {extra}" if hint else extra
+    if "found character '\\t'" in problem or "\\t" in problem:
+        hint = "YAML does not allow tabs for indentation: use spaces"
+    return fail(pos, f"YAML syntax error: {problem}", hint, "yaml-syntax")
 
 
 class _TooDeep(Exception):
@@ -231,14 +281,12 @@ def load_yaml(raw: bytes | str, file: str) -> LoadedDocument:
     try:
         documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        pos = _position(mark) if mark is not None else Position(1, 1)
-        what = " ".join(p for p in (exc.context, exc.problem) if p)
-        raise fail(pos, f"YAML syntax error: {what}", "", "yaml-syntax") from None
+        raise _syntax_error(exc, fail) from None
     except yaml.reader.ReaderError as exc:
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
         raise fail(_offset_position(text, exc.position),
-                   f"character {exc.character!r} is not allowed in YAML text",
-                   "is this a binary file?", "encoding") from None
+                   f"character {_character(char)} is not allowed in YAML text",
+                   "delete it; if the file is binary, it is not a spec", "encoding") from None
     except yaml.YAMLError as exc:  # any other reader/scanner problem without a mark
         raise fail(Position(1, 1), f"YAML error: {exc}", "", "yaml-syntax") from None
     except RecursionError:
@@ -266,4 +314,5 @@ def load_yaml(raw: bytes | str, file: str) -> LoadedDocument:
                    "write the values out; aliases that refer to aliases multiply", "too-large") from None
     if builder.problems:
         raise SpecError(builder.problems)
-    return LoadedDocument(file=file, data=data, values=builder.values, keys=builder.keys)
+    return LoadedDocument(file=file, data=data, values=builder.values, keys=builder.keys,
+                          containers=frozenset(builder.containers))

@@ -53,7 +53,7 @@ def parse_count(value: object, *, what: str = "value") -> int:
     else:
         raise ValueError(f"{what} must be a number or a quantity like 20B")
     if not number.is_finite() or number.adjusted() > 30:
-        raise ValueError(f"{what} {value!r} is absurdly large")
+        raise ValueError(f"{what} {value!r} is absurdly large (more than 1e30)")
     if number != number.to_integral_value():
         raise ValueError(f"{what} {value!r} must be a whole number")
     result = int(number)

@@ -46,7 +46,10 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     if word.lower() in lowered:
         return lowered[word.lower()]
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return close[0] if close else ""
+    if close:
+        return close[0]
+    prefixed = [c for c in choices if len(c) >= 2 and (word.lower().startswith(c.lower()) or c.lower().startswith(word.lower()))]
+    return prefixed[0] if len(prefixed) == 1 else ""
 
 
 def _show(value: Any) -> str:
@@ -101,10 +104,59 @@ def _describe(sub: dict[str, Any]) -> str:
     return _TYPE_NAMES.get(kind, "a value") if isinstance(kind, str) else "a value"
 
 
+def _schema_at(path: PathT) -> dict[str, Any]:
+    """The (resolved) subschema that describes the value at `path`, {} if none does."""
+    sub: dict[str, Any] = schema()
+    for part in path:
+        sub = _resolve(sub)
+        if isinstance(part, int):
+            sub = sub.get("items", {})
+            continue
+        found = sub.get("properties", {}).get(part)
+        if found is None:
+            for alt in sub.get("oneOf", []) + sub.get("anyOf", []):
+                found = _resolve(alt).get("properties", {}).get(part)
+                if found is not None:
+                    break
+        if found is None and isinstance(sub.get("additionalProperties"), dict):
+            found = sub["additionalProperties"]
+        sub = found or {}
+    return _resolve(sub)
+
+
+def _example(sub: dict[str, Any]) -> str:
+    examples = sub.get("examples")
+    return json.dumps(examples[0]).replace('"', "") if examples else ""
+
+
+def _sentence(text: str) -> str:
+    """The first sentence of a schema description: hints stay short."""
+    head = text.split(". ")[0].strip()
+    return head if not head or head.endswith(".") else head + "."
+
+
+def _required_hint(path: PathT, missing: str, data: Any) -> str:
+    prop = _schema_at(path + (missing,))
+    if "enum" in prop:
+        hint = f"add {missing}: one of " + ", ".join(str(v) for v in prop["enum"])
+    elif prop.get("type") == "object" and prop.get("required"):
+        hint = f"add a `{missing}:` section with " + ", ".join(prop["required"])
+    elif "examples" in prop:
+        hint = f"e.g. {missing}: {_example(prop)}"
+    else:
+        hint = _sentence(prop.get("description", ""))
+    rule = data.get("rule") if isinstance(data, dict) else None
+    if isinstance(rule, str) and missing != "rule" and path:
+        hint = f"{path[-1]}.rule {rule!r} needs it" + (f": {hint}" if hint else "")
+    return hint
+
+
 class _Translator:
     def __init__(self, doc: LoadedDocument) -> None:
         self.doc = doc
         self.out: list[Diagnostic] = []
+        self.unknown: list[tuple[PathT, str, list[str]]] = []
+        self.missing: list[tuple[PathT, str, Any]] = []
 
     def add(self, path: PathT, message: str, hint: str = "", *, key: bool = False, code: str = "schema") -> None:
         self.out.append(self.doc.diagnostic(path, message, code=code, hint=hint, key=key))
@@ -116,15 +168,10 @@ class _Translator:
         if kind == "additionalProperties":
             allowed = sorted(sub.get("properties", {}))
             for extra in sorted(set(err.instance) - set(allowed)):
-                guess = did_you_mean(extra, allowed)
-                hint = f"did you mean {guess!r}?" if guess else "allowed keys: " + ", ".join(allowed)
-                self.add(path + (extra,), f"unknown key {extra!r}", hint, key=True, code="unknown-key")
+                self.unknown.append((path, extra, allowed))
         elif kind == "required":
             missing = err.message.split("'")[1] if "'" in err.message else str(err.validator_value)
-            prop = _resolve(sub.get("properties", {}).get(missing, {}))
-            hint = prop.get("description", "")
-            where = "" if not path else f" in {path[-1]!r}" if isinstance(path[-1], str) else ""
-            self.add(path, f"missing required key {missing!r}{where}", hint, key=bool(path), code="missing-key")
+            self.missing.append((path, missing, err.instance))
         elif kind in ("oneOf", "anyOf"):
             self.alternatives(err, path, sub)
         elif kind == "type":
@@ -133,25 +180,43 @@ class _Translator:
             hint = ""
             if isinstance(err.instance, str) and {"integer", "number"} & set(expected):
                 hint = "remove the quotes"
+            elif isinstance(err.instance, str) and "boolean" in expected:
+                hint = "write true or false, without quotes"
             elif isinstance(err.instance, int | float) and "string" in expected:
                 hint = f"quote it: '{err.instance}'"
+            elif "array" in expected:
+                hint = "write a list: one item per line, each starting with '- '"
+            elif "object" in expected:
+                hint = "write key: value pairs"
             self.add(path, f"expected {want}, got {_type_of(err.instance)} ({_show(err.instance)})", hint)
         elif kind == "enum":
             choices = [str(c) for c in err.validator_value]
             guess = did_you_mean(str(err.instance), choices)
-            hint = f"did you mean {guess!r}?" if guess else sub.get("description", "")
+            hint = f"did you mean {guess!r}?" if guess else _sentence(sub.get("description", ""))
             self.add(path, f"{_show(err.instance)} is not one of: {', '.join(choices)}", hint)
         elif kind == "const":
+            hint = f"set it to {_show(err.validator_value)} or remove it"
+            if sub.get("description"):
+                hint += f" ({sub['description'].rstrip('.')})"
             self.add(path, f"{_show(err.instance)} is not allowed here; the only value is {_show(err.validator_value)}",
-                     sub.get("description", ""))
+                     hint)
         elif kind == "pattern":
             what = {COUNT_PATTERN: "a quantity such as 20B or \"1e9\"", NUMBER_PATTERN: "a number"}.get(
-                sub["pattern"], "valid here")
+                sub["pattern"], "a valid name")
             self.add(path, f"{_show(err.instance)} is not {what}", _pattern_hint(sub))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             relation = {"minimum": "less than the minimum", "maximum": "greater than the maximum",
                         "exclusiveMinimum": "not greater than", "exclusiveMaximum": "not less than"}[kind]
-            self.add(path, f"{_show(err.instance)} is {relation} {err.validator_value}", sub.get("description", ""))
+            self.add(path, f"{_show(err.instance)} is {relation} {err.validator_value}",
+                     _sentence(sub.get("description", "")))
+        elif kind in ("minItems", "maxItems", "minProperties", "maxProperties"):
+            bound = err.validator_value
+            noun = "item" if "Items" in kind else "entry"
+            plural = "s" if bound != 1 and noun == "item" else "ies" if bound != 1 else ""
+            noun = noun[:-1] if plural == "ies" else noun
+            least = kind.startswith("min")
+            self.add(path, f"needs {'at least' if least else 'at most'} {bound} {noun}{plural}, has {len(err.instance)}",
+                     _sentence(_schema_at(path).get("description", "")))
         elif kind == "propertyNames":
             for name_err in err.context or []:
                 self.add(path + (name_err.instance,), f"{_show(name_err.instance)} is not a valid member name",
@@ -159,35 +224,79 @@ class _Translator:
             if not err.context:
                 self.add(path, err.message)
         else:
-            self.add(path, err.message, sub.get("description", ""))
+            self.add(path, err.message, _sentence(sub.get("description", "")))
+
+    def finish(self) -> list[Diagnostic]:
+        """Unknown and missing keys last: a misspelt required key is one problem, not two."""
+        missing_left = []
+        for path, missing, instance in self.missing:
+            typo = next((u for u in self.unknown if u[0] == path and did_you_mean(u[1], [missing])), None)
+            if typo is not None:
+                self.unknown.remove(typo)
+                self.add(path + (typo[1],), f"unknown key {typo[1]!r}", f"did you mean the required key {missing!r}?",
+                         key=True, code="unknown-key")
+            else:
+                missing_left.append((path, missing, instance))
+        for path, extra, allowed in self.unknown:
+            guess = did_you_mean(extra, allowed)
+            hint = f"did you mean {guess!r}?" if guess else "allowed keys: " + ", ".join(allowed)
+            self.add(path + (extra,), f"unknown key {extra!r}", hint, key=True, code="unknown-key")
+        for path, missing, instance in missing_left:
+            where = f" in {path[-1]!r}" if path and isinstance(path[-1], str) else ""
+            self.add(path, f"missing required key {missing!r}{where}", _required_hint(path, missing, instance),
+                     code="missing-key")
+        return self.out
 
     def alternatives(self, err: ValidationError, path: PathT, sub: dict[str, Any]) -> None:
         """Best match inside anyOf/oneOf: the alternative the value was evidently meant to be."""
-        options = sub.get(err.validator, [])
+        options = [_resolve(o) for o in sub.get(err.validator, [])]
         by_alt: dict[int, list[ValidationError]] = {}
         for ctx in err.context or []:
             by_alt.setdefault(ctx.schema_path[0], []).append(ctx)
-        if err.validator == "oneOf" and not by_alt:  # matched more than one alternative
-            titles = [_resolve(o).get("title", str(i)) for i, o in enumerate(options)]
-            self.add(path, f"matches more than one of: {', '.join(titles)}", "give exactly one of them")
+        if options and all(o.get("type") == "object" and o.get("required") for o in options):
+            self.object_alternatives(err, path, sub, options, by_alt)
             return
         best = _best_alternative(err.instance, options, by_alt)
         if best is None:
             described = " or ".join(_describe(o) for o in options)
             self.add(path, f"expected {described}, got {_type_of(err.instance)} ({_show(err.instance)})",
-                     sub.get("description", ""))
+                     _sentence(sub.get("description", "")))
             return
-        start = len(self.out)
         for ctx in by_alt.get(best, []):
             self.error(ctx)
-        if isinstance(err.instance, dict) and len(options) > 1:
-            keys = sorted({k for o in options for k in _resolve(o).get("required", [])})
-            for i in range(start, len(self.out)):
-                d = self.out[i]
-                extra = f"one of {', '.join(repr(k) for k in keys)} is needed here" if keys else ""
-                if extra and extra not in d.hint:
-                    self.out[i] = Diagnostic(code=d.code, file=d.file, path=d.path, line=d.line, col=d.col,
-                                             message=d.message, hint=(d.hint + "; " if d.hint else "") + extra)
+
+    def object_alternatives(self, err: ValidationError, path: PathT, sub: dict[str, Any],
+                            options: list[dict[str, Any]], by_alt: dict[int, list[ValidationError]]) -> None:
+        """Mappings told apart by one required key each (data.dataset, tokenizer)."""
+        keys = [o["required"][0] for o in options]
+        listed = ", ".join(keys)
+        described = _schema_at(path) or sub
+        example = f"e.g. {_example(described)}" if "examples" in described else ""
+        instance = err.instance
+        if not isinstance(instance, dict):
+            self.add(path, f"expected a mapping with one of {listed}, got {_type_of(instance)} ({_show(instance)})",
+                     example)
+            return
+        present = [k for k in keys if k in instance]
+        if len(present) > 1:
+            self.add(path, f"give exactly one of {listed} (found {' and '.join(present)})", "remove all but one")
+            return
+        if len(present) == 1:
+            for ctx in by_alt.get(keys.index(present[0]), []):
+                self.error(ctx)
+            return
+        typos = [(k, did_you_mean(k, keys)) for k in instance if did_you_mean(k, keys)]
+        for extra, guess in typos:
+            self.add(path + (extra,), f"unknown key {extra!r}", f"did you mean {guess!r}?", key=True,
+                     code="unknown-key")
+        if typos:
+            return
+        known = sorted({k for o in options for k in o.get("properties", {})})
+        for extra in instance:
+            if extra not in known:
+                self.add(path + (extra,), f"unknown key {extra!r}", "allowed keys: " + ", ".join(known), key=True,
+                         code="unknown-key")
+        self.add(path, f"needs one of {listed}", example, code="missing-key")
 
 
 def _pattern_hint(sub: dict[str, Any]) -> str:
@@ -197,7 +306,9 @@ def _pattern_hint(sub: dict[str, Any]) -> str:
     if pattern == NUMBER_PATTERN:
         return "write a number such as 3e-4, \"3e-4\" or 0.0003"
     if "[A-Za-z0-9._-]" in pattern:
-        return "use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        longest = pattern.split("{0,")[1].split("}")[0] if "{0," in pattern else ""
+        limit = f", at most {int(longest) + 1} characters" if longest.isdigit() else ""
+        return f"use letters, digits, '.', '_' and '-', starting with a letter or digit{limit}"
     return sub.get("description", "")
 
 
@@ -222,7 +333,7 @@ def schema_diagnostics(doc: LoadedDocument) -> list[Diagnostic]:
     translator = _Translator(doc)
     for err in validator().iter_errors(doc.data):
         translator.error(err)
-    unique = {(d.line, d.col, d.path, d.message): d for d in translator.out}
+    unique = {(d.line, d.col, d.path, d.message): d for d in translator.finish()}
     return sorted(unique.values(), key=Diagnostic.sort_key)
 
 
