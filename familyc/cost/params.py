@@ -38,12 +38,14 @@ def torchtitan_ffn_args(dim: int, ffn_dim: int) -> tuple[int, float | None]:
     torchtitan has no direct hidden-size argument. With multiple_of = ffn_dim the rule rounds
     any hidden size in [1, ffn_dim] up to ffn_dim, so we only need a multiplier that brings
     int(8d/3) into that range (none if it already is)."""
+    if ffn_dim < 1:
+        raise ValueError(f"ffn_dim must be at least 1, not {ffn_dim}")
     base = int(2 * (4 * dim) / 3)
     if 1 <= base <= ffn_dim:
         return ffn_dim, None
-    multiplier = ffn_dim / base
-    while not 1 <= int(multiplier * base) <= ffn_dim:  # guard float rounding up past ffn_dim
-        multiplier = multiplier * (1 - 1e-12)
+    # (f + 0.5) / base * base lies in [f, f + 1) with a margin of 0.5 against float rounding, so
+    # int() of it is exactly f, inside [1, f].
+    multiplier = (ffn_dim + 0.5) / base
     assert torchtitan_ffn_dim(dim, ffn_dim, multiplier) == ffn_dim
     return ffn_dim, multiplier
 

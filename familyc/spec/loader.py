@@ -101,7 +101,7 @@ class LoadedDocument:
         )
 
 
-_SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def json_path(path: PathT) -> str:
@@ -110,7 +110,7 @@ def json_path(path: PathT) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _SIMPLE_KEY.match(part):
+        elif _SIMPLE_KEY.fullmatch(part):
             out += f".{part}"
         else:
             out += "[" + repr(part) + "]"
