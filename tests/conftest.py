@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -77,4 +80,27 @@ def assert_golden(path: Path, actual: str) -> None:
         return
     assert path.exists(), f"missing golden {path}: run with FAMILYC_REGENERATE_GOLDENS=1"
     expected = path.read_text()
-    assert actual == expected, f"{path} differs; if the change is intended, regenerate with FAMILYC_REGENERATE_GOLDENS=1"
+    assert actual == expected, f"{path} differs; if intended, regenerate with FAMILYC_REGENERATE_GOLDENS=1"
+
+
+class Hang(BaseException):
+    """Raised by time_limit's alarm; a BaseException so that the CLI's error boundary cannot swallow it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Fail a call that does not return in time (a hang is a bug, not a slow test)."""
+    if not hasattr(signal, "setitimer"):  # not on Windows: no guard
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise Hang(f"did not finish within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -11,14 +11,12 @@ Skipped, with the reason, where torch or torchtitan (which needs triton to impor
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Hang, time_limit
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]')")
 pytest.importorskip("torchtitan", reason="torchtitan is not installed (pip install -e '.[train]')")
@@ -185,28 +183,6 @@ MULTIPLIERS = st.none() | st.sampled_from([1.3, 1.5, 2.0, 0.75, 1.0, 1 / 3, 0.1]
 def test_ffn_rule_matches_torchtitan(dim: int, multiple_of: int, ffn_dim_multiplier: float | None) -> None:
     assert torchtitan_ffn_dim(dim, multiple_of, ffn_dim_multiplier) == torchtitan_hidden(
         dim, multiple_of, ffn_dim_multiplier)
-
-
-class Hang(BaseException):
-    pass
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Hang(f"did not finish within {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _ffn_args_builds(dim: int, ffn_dim: int) -> None:

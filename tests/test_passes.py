@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-
 from conftest import DELETE, llama_data, mutated, tiny_data
+
 from familyc.compiler import PASSES, compile_spec, load_document, read_spec
 from familyc.compiler.state import Compilation
 from familyc.cost.accelerators import accelerator
@@ -125,7 +126,7 @@ def test_largest_tokens_sets_the_ratio(write_spec: WriteSpec) -> None:
 def test_tokens_per_param_and_explicit_budgets(write_spec: WriteSpec) -> None:
     data = mutated(tiny_data(), budget={"rule": "tokens_per_param", "tokens_per_param": 2, "params": "non_embedding"})
     state = run_until(write_spec(data), "assign_budgets")
-    for b, m in zip(state.budgets, state.members):
+    for b, m in zip(state.budgets, state.members, strict=True):
         assert b.tokens_requested == b.baseline_tokens_requested == 2 * m.non_embedding_params
     data = mutated(tiny_data(), budget={"rule": "explicit", "tokens": {"xs": "100K", "s": "200K", "m": 3e5, "l": "4e5"},
                                         "baseline_tokens": {"l": "1M"}})
@@ -178,7 +179,8 @@ def test_lowering_turns_on_checkpointing_only_when_memory_needs_it(write_spec: W
     data = mutated(llama_data(), **{"cluster.nodes": 1})
     data["training"]["batch_tokens"] = 8 * 8192 * 8
     state = run_until(write_spec(data), "lower_to_cluster")
-    modes = {s.member: (s.local_batch_size, s.activation_checkpointing) for s in state.steps if isinstance(s, TrainStep)}
+    trains = [s for s in state.steps if isinstance(s, TrainStep)]
+    modes = {s.member: (s.local_batch_size, s.activation_checkpointing) for s in trains}
     # 8 H100s: 8B's parameters, gradients and AdamW state alone take 16 B/param / 8 = 15 GiB per device,
     # so one 8192-token sequence only fits with activation checkpointing.
     assert modes["8B"][1] != "none" and modes["8B"][0] == 1

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO, SPECS, assert_golden, tiny_data
 from typer.testing import CliRunner
 
-from conftest import REPO, SPECS, assert_golden, tiny_data
 from familyc.cli import app
 from familyc.plan import ir
 from familyc.spec.schema import check_schema_itself, schema

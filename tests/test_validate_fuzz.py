@@ -34,18 +34,16 @@ location rules the examples reach.
 from __future__ import annotations
 
 import ast
-import contextlib
 import copy
 import re
-import signal
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import Hang, time_limit
 from hypothesis import HealthCheck, currently_in_test_context, event, given, note, settings
 from hypothesis import strategies as st
 from rich.cells import cell_len
@@ -101,28 +99,6 @@ COUPLED: dict[str, set[str]] = {
 
 
 # --- running validation -----------------------------------------------------------------------
-
-
-class Hang(BaseException):
-    """Raised by the alarm; a BaseException so that the CLI's error boundary cannot swallow it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    if not hasattr(signal, "setitimer"):  # not on Windows: no guard
-        yield
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise Hang(f"validation did not finish within {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 _SEGMENT = re.compile(r"\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\['(?:[^'\\\n]|\\.)*'\]|\[\"(?:[^\"\\\n]|\\.)*\"\]")

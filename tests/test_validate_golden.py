@@ -59,7 +59,8 @@ KNOWN_ISSUES: dict[str, str] = {}
 
 
 def _cases() -> list[str]:
-    return sorted(f"{p.parent.name}/{p.stem}" for kind in ("invalid", "valid") for p in (FIXTURES / kind).glob("*.yaml"))
+    kinds = ("invalid", "valid")
+    return sorted(f"{p.parent.name}/{p.stem}" for kind in kinds for p in (FIXTURES / kind).glob("*.yaml"))
 
 
 CASES = _cases()

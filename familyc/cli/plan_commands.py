@@ -6,9 +6,8 @@ import hashlib
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,7 +21,7 @@ from familyc.plan.view import plan_document
 from familyc.spec.schema import schema_text
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
@@ -80,9 +79,10 @@ def validate(specs: list[Path] = typer.Argument(..., help="Spec files to check."
 @command
 def plan(
     spec: Path = typer.Argument(..., help="The family spec (YAML).", show_default=False),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the plan file here."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Write the plan file here."),
     fmt: Format = typer.Option(Format.text, "--format", help="What to print: the summary, the plan JSON, or Markdown."),
-    check: Optional[Path] = typer.Option(None, "--check", help="Exit 1 if this plan file is not what plan would write now."),
+    check: Path | None = typer.Option(None, "--check",
+                                      help="Exit 1 if this plan file is not what plan would write now."),
 ) -> None:
     """Compile a spec into a plan: steps, tokens, LR, memory, FLOPs, time, GPU-hours and $."""
     compiled = compile_spec(spec)

@@ -24,8 +24,21 @@ from familyc.cost.accelerators import accelerator
 from familyc.cost.flops import FLOPS_FORMULA, FLOPS_FORMULA_SOURCE, train_flops
 from familyc.cost.time import gpu_hours, io_seconds, train_seconds
 from familyc.plan.ir import (
-    SCHEMA_VERSION, ArchitecturePlan, Baseline, BudgetPlan, ClusterPlan, CostModelRef, DataPlan, ExpandStep,
-    FamilyRef, OptimizerPlan, Plan, TokenizerPlan, Totals, TrainingPlan, TrainStep,
+    SCHEMA_VERSION,
+    ArchitecturePlan,
+    Baseline,
+    BudgetPlan,
+    ClusterPlan,
+    CostModelRef,
+    DataPlan,
+    ExpandStep,
+    FamilyRef,
+    OptimizerPlan,
+    Plan,
+    TokenizerPlan,
+    Totals,
+    TrainingPlan,
+    TrainStep,
 )
 from familyc.spec.model import FamilySpec
 

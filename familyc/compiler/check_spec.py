@@ -50,7 +50,8 @@ class _Checker:
         arch = self.spec.architecture
         for m in self.spec.members:
             if m.name in seen:
-                self.error(("members", m.index, "name"), f"member name {m.name!r} is used twice (first by members[{seen[m.name]}])",
+                self.error(("members", m.index, "name"),
+                           f"member name {m.name!r} is used twice (first by members[{seen[m.name]}])",
                            "give every member its own name", code="duplicate-name")
             seen.setdefault(m.name, m.index)
             raw = self.doc.data["members"][m.index]
@@ -146,7 +147,8 @@ class _Checker:
     def budget(self) -> None:
         b = self.spec.budget
         if b.rule == "paper":
-            self.unused("budget", ("tokens", "baseline_tokens"), "paper", {"tokens": "explicit", "baseline_tokens": "explicit"})
+            self.unused("budget", ("tokens", "baseline_tokens"), "paper",
+                        {"tokens": "explicit", "baseline_tokens": "explicit"})
             given = [k for k in ("tokens_per_param", "largest_tokens") if k in self.doc.data["budget"]]
             if len(given) == 2:
                 self.error(("budget", "largest_tokens"), "the paper rule takes tokens_per_param or largest_tokens, "
@@ -161,7 +163,8 @@ class _Checker:
             self.unused("budget", ("tokens_per_param", "largest_tokens"), "explicit",
                         {"tokens_per_param": "paper", "largest_tokens": "paper"})
             self.table_names(("budget", "tokens"), b.tokens, complete=True, what="budget.tokens")
-            self.table_names(("budget", "baseline_tokens"), b.baseline_tokens, complete=False, what="budget.baseline_tokens")
+            self.table_names(("budget", "baseline_tokens"), b.baseline_tokens, complete=False,
+                             what="budget.baseline_tokens")
         limits = "give between 1 and 1e16 tokens (1e16 is 300 times the largest runs published)"
         for table in ("tokens", "baseline_tokens"):
             for name, tokens in getattr(b, table).items():
@@ -189,7 +192,8 @@ class _Checker:
                 self.error(("lr", "power_law", "reference_params"), "reference_params must be positive", "e.g. 1B")
         for path, value in values:
             if value is not None and value > MAX_LR:
-                self.error(path, f"a peak learning rate of {value:g} is above {MAX_LR:g}", "typical values: 1e-4 to 3e-3")
+                self.error(path, f"a peak learning rate of {value:g} is above {MAX_LR:g}",
+                           "typical values: 1e-4 to 3e-3")
         s = lr.schedule
         if s.warmup_steps is not None and s.warmup_fraction is not None:
             self.error(("lr", "schedule", "warmup_fraction"), "give warmup_steps or warmup_fraction, not both",
@@ -252,7 +256,8 @@ class _Checker:
         vocab = self.spec.architecture.vocab_size
         if tok.kind == "builtin" and BUILTIN_TOKENIZER_VOCAB[tok.name] > vocab:
             self.error(("architecture", "vocab_size"),
-                       f"vocab_size {vocab} is smaller than tokenizer {tok.name}'s {BUILTIN_TOKENIZER_VOCAB[tok.name]} tokens",
+                       f"vocab_size {vocab} is smaller than tokenizer {tok.name}'s "
+                       f"{BUILTIN_TOKENIZER_VOCAB[tok.name]} tokens",
                        f"set vocab_size to at least {BUILTIN_TOKENIZER_VOCAB[tok.name]}")
 
     def run(self) -> list[Diagnostic]:

@@ -25,7 +25,7 @@ from familyc.cost.accelerators import GIB, accelerator
 from familyc.cost.memory import AC_MODES, estimate_memory
 from familyc.cost.params import count_params
 from familyc.expand.feasibility import assess_growth
-from familyc.plan.ir import BaselineMember, ExpandStep, Memory, MemberPlan, Schedule, TrainStep
+from familyc.plan.ir import BaselineMember, ExpandStep, MemberPlan, Memory, Schedule, TrainStep
 from familyc.spec.model import FamilySpec, GrowthSpec
 
 DEFAULT_WARMUP_FRACTION = 0.05

@@ -15,8 +15,19 @@ from familyc.compiler.state import Compilation
 from familyc.errors import Diagnostic, SpecError
 from familyc.spec.loader import LoadedDocument, PathT
 from familyc.spec.model import (
-    Architecture, BudgetSpec, ClusterSpec, DatasetSpec, FamilySpec, GrowthSpec, LRSpec, MemberSpec,
-    OptimizerSpec, PowerLaw, ScheduleSpec, TokenizerSpec, TrainingSpec,
+    Architecture,
+    BudgetSpec,
+    ClusterSpec,
+    DatasetSpec,
+    FamilySpec,
+    GrowthSpec,
+    LRSpec,
+    MemberSpec,
+    OptimizerSpec,
+    PowerLaw,
+    ScheduleSpec,
+    TokenizerSpec,
+    TrainingSpec,
 )
 from familyc.spec.quantity import parse_count, parse_number
 from familyc.spec.schema import _resolve, schema

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from familyc.plan.ir import BaselineMember, ExpandStep, MemberPlan, Plan, SpecRef, TrainStep
 from familyc.spec.loader import LoadedDocument

@@ -82,7 +82,8 @@ def estimate_memory(
         per_token = layers * full_layer
     elif activation_checkpointing == "selective":
         checkpointed = layers // 2
-        per_token = (layers - checkpointed) * full_layer + checkpointed * block_input + (full_layer if checkpointed else 0)
+        recomputed = full_layer if checkpointed else 0  # one checkpointed block at a time in the backward
+        per_token = (layers - checkpointed) * full_layer + checkpointed * block_input + recomputed
     elif activation_checkpointing == "full":
         per_token = layers * block_input + full_layer
     else:

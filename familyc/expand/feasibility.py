@@ -136,7 +136,8 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
     if deepens and not problems:
         parts.append(f"depth {depth}: {src.n_layers}->{dst.n_layers} layers")
         if depth == "none":
-            problems.append(Problem(field="depth", message="the number of layers changes but the depth operator is none",
+            problems.append(Problem(field="depth",
+                                    message="the number of layers changes but the depth operator is none",
                                     hint="use zero_insert (exact), stack or interpolate"))
         elif depth in ("stack", "interpolate"):
             reasons.append(f"{depth} copies whole blocks, which changes the function")

@@ -89,7 +89,8 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
         before, after = old_steps.get(step_id), new_steps.get(step_id)
         deltas = {f: _cost(after, f) - _cost(before, f) for f in _COST_FIELDS}
         if before is None or after is None:
-            changes.append(StepChange(id=step_id, change="added" if before is None else "removed", details=(), deltas=deltas))
+            change = "added" if before is None else "removed"
+            changes.append(StepChange(id=step_id, change=change, details=(), deltas=deltas))
             continue
         details = []
         for name, fmt in _STEP_FIELDS:
@@ -102,10 +103,14 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
     return PlanDiff(old=old, new=new, settings=tuple(_settings(old, new)), members=tuple(members), steps=tuple(changes))
 
 
+def _signed(value: float, fmt: Any) -> str:
+    return ("+" if value > 0 else "") + fmt(value)
+
+
 def _delta_row(name: str, before: float, after: float, fmt: Any) -> tuple[str, ...]:
     change = after - before
     relative = units.signed_percent(change / before) if before else ("" if not after else "new")
-    return (name, fmt(before), fmt(after), ("+" if change > 0 else "") + fmt(change), relative)
+    return (name, fmt(before), fmt(after), _signed(change, fmt), relative)
 
 
 def diff_document(d: PlanDiff) -> Document:
@@ -116,11 +121,10 @@ def diff_document(d: PlanDiff) -> Document:
     if d.steps:
         tables.append(Table(
             title="Steps", headers=("step", "change", "what", "FLOPs", "time", "GPU-h", "cost"),
-            rows=tuple((s.id, s.change, "; ".join(s.details),
-                        ("+" if s.deltas["flops"] > 0 else "") + units.flops(s.deltas["flops"]),
-                        ("+" if s.deltas["predicted_seconds"] > 0 else "") + units.seconds(s.deltas["predicted_seconds"]),
-                        ("+" if s.deltas["gpu_hours"] > 0 else "") + units.hours(s.deltas["gpu_hours"]),
-                        ("+" if s.deltas["cost_usd"] > 0 else "") + units.money(s.deltas["cost_usd"]))
+            rows=tuple((s.id, s.change, "; ".join(s.details), _signed(s.deltas["flops"], units.flops),
+                        _signed(s.deltas["predicted_seconds"], units.seconds),
+                        _signed(s.deltas["gpu_hours"], units.hours),
+                        _signed(s.deltas["cost_usd"], units.money))
                        for s in d.steps),
             right=frozenset({3, 4, 5, 6})))
     tables.append(Table(
@@ -143,7 +147,7 @@ def diff_document(d: PlanDiff) -> Document:
 def diff_data(d: PlanDiff) -> dict[str, Any]:
     return {
         "old": d.old.plan_id, "new": d.new.plan_id, "settings": list(d.settings),
-        "members": [dict(zip(("member", "field", "old", "new"), m)) for m in d.members],
+        "members": [dict(zip(("member", "field", "old", "new"), m, strict=True)) for m in d.members],
         "steps": [{"id": s.id, "change": s.change, "details": list(s.details), "deltas": s.deltas} for s in d.steps],
         "totals": {
             "progressive_flops": [d.old.totals.progressive_flops, d.new.totals.progressive_flops],

@@ -26,13 +26,16 @@ def plan_document(plan: Plan) -> Document:
     t = plan.totals
     facts = (
         f"spec: {plan.spec.path} (sha256 {plan.spec.sha256[:12]})",
-        f"cluster: {c.devices} x {c.accelerator_name} ({c.nodes} node{'s' if c.nodes != 1 else ''} x {c.gpus_per_node}), "
+        f"cluster: {c.devices} x {c.accelerator_name} "
+        f"({c.nodes} node{'s' if c.nodes != 1 else ''} x {c.gpus_per_node}), "
         f"{c.precision} peak {units.flop_rate(c.peak_flops)}, assumed MFU {units.percent(c.mfu)}, "
         f"{units.money(c.price_per_gpu_hour)} per GPU-hour",
         f"budget: {plan.budget.rule} rule"
-        + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter" if plan.budget.tokens_per_param else "")
+        + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter"
+           if plan.budget.tokens_per_param else "")
         + f"; optimizer after growth: {plan.training.optimizer_after_growth}",
-        f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; cost model v{plan.cost_model.version})",
+        f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; "
+        f"cost model v{plan.cost_model.version})",
     )
     members = Table(
         title="Members",
@@ -48,7 +51,8 @@ def plan_document(plan: Plan) -> Document:
             rows.append(_train_row(str(i), step))
         else:
             rows.append((str(i), step.id, step.source, "", "", "", "", "", "", "", "0",
-                         units.seconds(step.predicted_seconds), units.hours(step.gpu_hours), units.money(step.cost_usd)))
+                         units.seconds(step.predicted_seconds), units.hours(step.gpu_hours),
+                         units.money(step.cost_usd)))
     steps = Table(title="Progressive steps", headers=STEP_HEADERS, rows=tuple(rows), right=STEP_RIGHT)
     growth = Table(
         title="Growth",
@@ -75,7 +79,8 @@ def plan_document(plan: Plan) -> Document:
     saved_hours = t.independent_gpu_hours - t.predicted_gpu_hours
     conclusion = (
         f"progressive training saves {units.percent(t.savings_fraction)} of the FLOPs of training every member "
-        f"independently ({units.hours(saved_hours)} GPU-hours, {units.money(t.independent_cost_usd - t.predicted_cost_usd)})",
+        f"independently ({units.hours(saved_hours)} GPU-hours, "
+        f"{units.money(t.independent_cost_usd - t.predicted_cost_usd)})",
     )
     tables = (members, steps) + ((growth,) if growth.rows else ()) + (baseline, totals)
     return Document(title=f"plan {plan.plan_id} for family {plan.family.name}", facts=facts, tables=tables,

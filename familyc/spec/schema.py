@@ -14,7 +14,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -48,7 +47,8 @@ def did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if close:
         return close[0]
-    prefixed = [c for c in choices if len(c) >= 2 and (word.lower().startswith(c.lower()) or c.lower().startswith(word.lower()))]
+    low = word.lower()
+    prefixed = [c for c in choices if len(c) >= 2 and (low.startswith(c.lower()) or c.lower().startswith(low))]
     return prefixed[0] if len(prefixed) == 1 else ""
 
 
@@ -215,7 +215,8 @@ class _Translator:
             plural = "s" if bound != 1 and noun == "item" else "ies" if bound != 1 else ""
             noun = noun[:-1] if plural == "ies" else noun
             least = kind.startswith("min")
-            self.add(path, f"needs {'at least' if least else 'at most'} {bound} {noun}{plural}, has {len(err.instance)}",
+            self.add(path,
+                     f"needs {'at least' if least else 'at most'} {bound} {noun}{plural}, has {len(err.instance)}",
                      _sentence(_schema_at(path).get("description", "")))
         elif kind == "propertyNames":
             for name_err in err.context or []:
@@ -312,7 +313,8 @@ def _pattern_hint(sub: dict[str, Any]) -> str:
     return sub.get("description", "")
 
 
-def _best_alternative(instance: Any, options: list[dict[str, Any]], by_alt: dict[int, list[ValidationError]]) -> int | None:
+def _best_alternative(instance: Any, options: list[dict[str, Any]],
+                      by_alt: dict[int, list[ValidationError]]) -> int | None:
     """Pick the alternative whose type matches and that the instance resembles most; None if no type matches."""
     candidates = []
     for index, option in enumerate(options):
@@ -342,4 +344,4 @@ def check_schema_itself() -> None:
     Draft202012Validator.check_schema(schema())
 
 
-__all__ = ["schema", "schema_text", "validator", "schema_diagnostics", "did_you_mean", "check_schema_itself", "jsonschema"]
+__all__ = ["schema", "schema_text", "validator", "schema_diagnostics", "did_you_mean", "check_schema_itself"]
