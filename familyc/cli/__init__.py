@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from familyc.cli import plan_commands  # noqa: F401  (registers validate, plan, show, diff, schema)
+from familyc.cli import apply_command, expand_command, plan_commands  # noqa: F401  (commands register themselves)
 from familyc.cli.app import app
 
 

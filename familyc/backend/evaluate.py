@@ -1,0 +1,106 @@
+"""The family's quality on text it never trained on: held-out loss, and KL between two members.
+
+The held-out documents are tokenized as torchtitan's text loader does for training (BOS, the
+document's tokens, EOS; documents packed back to back) and cut into windows of seq_len + 1
+tokens: the model sees the first seq_len, the loss is taken on the next token at every position.
+Models are torchtitan's own Llama 3 (familyc.backend.model) in fp32, loaded from the run's
+model-only DCP checkpoints; everything runs without gradients on the CPU (or the given device).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from familyc.backend.model import build_model, model_args
+from familyc.plan.ir import Plan
+
+DEFAULT_MAX_TOKENS = 32_768
+"""Held-out tokens evaluated by default: enough for a stable mean on the demo corpus (21K tokens)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Heldout:
+    windows: torch.Tensor
+    """[n, seq_len + 1] token ids."""
+    documents: int
+
+    @property
+    def tokens(self) -> int:
+        """Predicted tokens: seq_len per window."""
+        return self.windows.shape[0] * (self.windows.shape[1] - 1)
+
+
+def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
+                 max_tokens: int = DEFAULT_MAX_TOKENS) -> Heldout:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
+    bos, eos = tokenizer.token_to_id(config["bos_token"]), tokenizer.token_to_id(config["eos_token"])
+    ids: list[int] = []
+    documents = 0
+    for path in sorted(heldout_dir.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            ids += [bos, *tokenizer.encode(json.loads(line)["text"], add_special_tokens=False).ids, eos]
+            documents += 1
+            if len(ids) >= max_tokens + seq_len + 1:
+                break
+    n = min(len(ids) - 1, max_tokens) // seq_len
+    if n < 1:
+        raise ValueError(f"{heldout_dir} holds fewer than {seq_len + 1} tokens")
+    flat = torch.tensor(ids[: n * seq_len + 1], dtype=torch.long)
+    windows = torch.stack([flat[i * seq_len: (i + 1) * seq_len + 1] for i in range(n)])
+    return Heldout(windows=windows, documents=documents)
+
+
+def load_member(plan: Plan, member_name: str, weights: Path, *, device: str = "cpu") -> torch.nn.Module:
+    """A member's model with the weights of a model-only DCP checkpoint, in eval mode."""
+    from familyc.expand.checkpoint import load_state_dict
+
+    member = plan.member(member_name)
+    arch = plan.architecture
+    model = build_model(model_args(member, rope_theta=arch.rope_theta, norm_eps=arch.norm_eps,
+                                   seq_len=member.seq_len), device=device)
+    state = load_state_dict(weights)
+    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def _batches(heldout: Heldout, batch_size: int) -> list[torch.Tensor]:
+    return list(heldout.windows.split(batch_size))
+
+
+def heldout_loss(model: torch.nn.Module, heldout: Heldout, *, batch_size: int = 8) -> float:
+    """Mean next-token cross-entropy (nats) over every held-out position."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in _batches(heldout, batch_size):
+            batch = batch.to(device)
+            logits = model(batch[:, :-1]).float()
+            total += float(F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"))
+            count += batch[:, 1:].numel()
+    return total / count
+
+
+def kl_both_ways(small: torch.nn.Module, large: torch.nn.Module, heldout: Heldout, *,
+                 batch_size: int = 8) -> tuple[float, float]:
+    """(KL(small || large), KL(large || small)): mean over held-out positions of the next-token distributions."""
+    kl_sl, kl_ls, count = 0.0, 0.0, 0
+    device = next(small.parameters()).device
+    with torch.no_grad():
+        for batch in _batches(heldout, batch_size):
+            inputs = batch[:, :-1].to(device)
+            log_p = F.log_softmax(small(inputs).float(), dim=-1)
+            log_q = F.log_softmax(large(inputs).float(), dim=-1)
+            kl_sl += float((log_p.exp() * (log_p - log_q)).sum())
+            kl_ls += float((log_q.exp() * (log_q - log_p)).sum())
+            count += inputs.numel()
+    return kl_sl / count, kl_ls / count

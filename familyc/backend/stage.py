@@ -1,0 +1,213 @@
+"""One training stage: torchtitan 0.2.2's Trainer on a job TOML, with familyc's hooks.
+
+    torchrun --standalone --nproc-per-node N -m familyc.backend.stage --job.config_file JOB.toml
+    python -m familyc.backend.stage --job.config_file JOB.toml          # one process, no torchrun
+
+Environment (or the options of the same name, which take precedence):
+    FAMILYC_FLAVORS  --familyc.flavors PATH   JSON of the model sizes (see flavors.py); needed
+                                              unless the TOML names one of torchtitan's flavors
+    FAMILYC_METRICS  --familyc.metrics PATH   rank 0 appends one JSON line per logged step
+Every other argument goes to torchtitan's ConfigManager, so `--training.steps 6` overrides the TOML.
+Without torchrun, the single-process variables torchtitan needs (RANK, LOCAL_RANK, WORLD_SIZE,
+MASTER_ADDR, MASTER_PORT) are set when absent; HF_HUB_OFFLINE and HF_DATASETS_OFFLINE default to 1
+(nothing is downloaded at run time).
+
+In order: CPU compatibility (before torchtitan touches the device), flavors, the config, the
+Trainer; then rank 0's metrics logger is wrapped to write the JSONL, and `train()`, `close()`,
+and the process group is destroyed. A non-finite loss stops the stage at once: torchtitan 0.2.2
+checks nothing (it would log NaN and save NaN weights), so every training step here checks its
+loss before the optimizer step and the process exits with EXIT_NONFINITE_LOSS and a message
+(torchrun then stops the other ranks).
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.monotonic()  # before the heavy imports: `elapsed_s` in the metrics includes them
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+METRICS_ENV = "FAMILYC_METRICS"
+FLAVORS_ENV = "FAMILYC_FLAVORS"
+EXIT_NONFINITE_LOSS = 3
+EXIT_CONFIG = 2
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _split_argv(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m familyc.backend.stage", add_help=False, allow_abbrev=False)
+    parser.add_argument("--familyc.flavors", dest="flavors")
+    parser.add_argument("--familyc.metrics", dest="metrics")
+    return parser.parse_known_args(argv)
+
+
+def _single_process_env() -> None:
+    """What torchrun would set for one process (torchtitan always initialises a process group)."""
+    if "RANK" in os.environ:
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_WORLD_SIZE", "1"),
+                       ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port))):
+        os.environ.setdefault(key, value)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class JsonlMetrics:
+    """Wraps torchtitan's metrics logger (`.log(metrics, step)`, `.close()`); appends a JSON line per call.
+
+    Keys: step, loss (global average), max_loss, grad_norm, tps (tokens per second per device),
+    tflops (achieved, per device), mfu (a fraction, from torchtitan's peak for the device; null on
+    CPU, where torchtitan knows no peak), peak_flops, n_tokens_seen (global), end_to_end_s
+    (torchtitan's: seconds since the last log / log_freq), data_loading_s, lr (at the start of the
+    step), memory_gib (peak reserved; the process's peak RSS on CPU), num_flops_per_token,
+    world_size, elapsed_s (since the stage process started, imports included)."""
+
+    def __init__(self, inner: Any, path: Path, *, num_flops_per_token: int, peak_flops: float | None,
+                 world_size: int) -> None:
+        self.inner = inner
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = path.open("a", encoding="utf-8")
+        self.num_flops_per_token = num_flops_per_token
+        self.peak_flops = peak_flops
+        self.world_size = world_size
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        mfu = metrics.get("mfu(%)")
+        record = {
+            "step": step,
+            "loss": metrics.get("loss_metrics/global_avg_loss"),
+            "max_loss": metrics.get("loss_metrics/global_max_loss"),
+            "grad_norm": metrics.get("grad_norm"),
+            "tps": metrics.get("throughput(tps)"),
+            "tflops": metrics.get("tflops"),
+            "mfu": None if self.peak_flops is None or mfu is None else mfu / 100,
+            "peak_flops": self.peak_flops,
+            "n_tokens_seen": metrics.get("n_tokens_seen"),
+            "end_to_end_s": metrics.get("time_metrics/end_to_end(s)"),
+            "data_loading_s": metrics.get("time_metrics/data_loading(s)"),
+            "lr": metrics.get("lr"),
+            "memory_gib": metrics.get("memory/max_reserved(GiB)"),
+            "num_flops_per_token": self.num_flops_per_token,
+            "world_size": self.world_size,
+            "elapsed_s": round(time.monotonic() - STARTED, 3),
+        }
+        record = {k: _finite_or_none(_plain(v)) for k, v in record.items()}
+        self.file.write(json.dumps(record, allow_nan=False) + "\n")
+        self.file.flush()
+        self.inner.log(metrics, step)
+
+    def close(self) -> None:
+        self.file.close()
+        self.inner.close()
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and numpy scalars to Python numbers."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+def _trainer_class() -> type:
+    import torch
+    from torchtitan.train import Trainer
+
+    class FamilycTrainer(Trainer):
+        """torchtitan's Trainer that stops at the first non-finite loss, before the optimizer step."""
+
+        def forward_backward_step(self, **kwargs: Any) -> torch.Tensor:
+            loss = super().forward_backward_step(**kwargs)
+            if not torch.isfinite(loss).all().item():
+                rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+                raise NonFiniteLossError(
+                    f"step {self.step}: the loss is {loss.item()} on rank {rank}; stopped before the optimizer "
+                    "step (nothing saved). Lower the learning rate, or check the initial weights.")
+            return loss
+
+    return FamilycTrainer
+
+
+def run(argv: list[str]) -> int:
+    own, rest = _split_argv(argv)
+    if own.flavors:
+        os.environ[FLAVORS_ENV] = str(Path(own.flavors).resolve())
+    metrics_path = own.metrics or os.environ.get(METRICS_ENV)
+    _single_process_env()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+    from familyc.backend import compat
+
+    on_cpu = compat.enable_cpu()
+    import torch
+    from torchtitan.config import ConfigManager
+    from torchtitan.models.llama3 import llama3_args
+    from torchtitan.tools.logging import init_logger, logger
+
+    from familyc.errors import FamilycError
+
+    try:
+        from familyc.backend import flavors  # registers $FAMILYC_FLAVORS (and enables compat: a no-op by now)
+    except FamilycError as exc:
+        print(f"familyc stage: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    init_logger()
+    config = ConfigManager().parse_args(rest)
+    if config.model.name != "llama3" or config.model.flavor not in llama3_args:
+        source = os.environ.get(FLAVORS_ENV)
+        print(f"familyc stage: model {config.model.name} flavor {config.model.flavor!r} is not registered "
+              f"(${FLAVORS_ENV} = {source!r}; known: {', '.join(sorted(llama3_args))})", file=sys.stderr)
+        return EXIT_CONFIG
+    logger.info(f"familyc stage: flavors {flavors.REGISTERED}; CPU compatibility {on_cpu}")
+
+    trainer = None
+    try:
+        trainer = _trainer_class()(config)
+        rank = torch.distributed.get_rank()
+        if rank == 0 and metrics_path:
+            processor = trainer.metrics_processor
+            processor.logger = JsonlMetrics(processor.logger, Path(metrics_path),
+                                            num_flops_per_token=processor.num_flops_per_token,
+                                            peak_flops=None if on_cpu else processor.gpu_peak_flops,
+                                            world_size=torch.distributed.get_world_size())
+        trainer.train()
+    except NonFiniteLossError as exc:
+        print(f"familyc stage: {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_NONFINITE_LOSS)  # no close(): peers may be waiting in a collective; torchrun stops them
+    finally:
+        if trainer is not None:
+            trainer.close()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

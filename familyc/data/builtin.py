@@ -1,0 +1,234 @@
+"""The built-in demo corpus (`stdlib-docstrings`) and its tokenizer (`bpe-2048`), built offline.
+
+Every Python ships its standard library, so its docstrings are a corpus that needs no network
+and no vendored data (PSF licence). Documents are the docstrings of modules, classes and
+functions longer than MIN_CHARS characters in `<stdlib>/*.py` and `<stdlib>/*/*.py` (tests and
+site-packages excluded), exact duplicates dropped. Each goes to `heldout` when the hash of
+(seed, text) falls below `heldout_fraction`, otherwise to `train`: deterministic, independent
+of file order, and a text can never be in both splits.
+
+    <dir>/train/docs.jsonl       {"id": "json/decoder.py:JSONDecoder.decode", "text": "..."} per line
+    <dir>/heldout/docs.jsonl
+    <dir>/tokenizer/             tokenizer.json, tokenizer_config.json (trained on train only)
+    <dir>/manifest.json          inputs, counts and the sha256 of every file; written last
+
+`ensure_builtin_assets(cache_dir)` builds this once into `cache_dir/stdlib-docstrings-<key>`,
+where key hashes everything the bytes depend on (the standard library's sources, Python's
+version, the tokenizers version, the parameters, BUILDER_VERSION), and finds it again after.
+The corpus depends on the Python version: 3.11 and 3.12 give different documents.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from familyc.data.bpe import BOS, EOS, build_bpe_tokenizer, count_tokens, read_texts
+from familyc.errors import FamilycError
+
+NAME = "stdlib-docstrings"
+BUILDER_VERSION = 1
+"""Bump when the extraction, the split or the file layout changes: it is part of the cache key."""
+MIN_CHARS = 200
+SPLITS = ("train", "heldout")
+DOCS_FILE = "docs.jsonl"
+MANIFEST = "manifest.json"
+_DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_SKIP_PARTS = {"test", "tests", "idle_test", "site-packages"}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CorpusStats:
+    documents: dict[str, int]
+    """Per split."""
+    bytes: dict[str, int]
+    """UTF-8 bytes of the document texts, per split."""
+    duplicates_dropped: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Assets:
+    root: Path
+    train_dir: Path
+    """The folder torchtitan's `c4_test` loader reads (`training.dataset_path`)."""
+    heldout_dir: Path
+    tokenizer_dir: Path
+    """torchtitan's `model.hf_assets_path`."""
+    manifest_sha256: str
+    """Of manifest.json, which holds the sha256 of every other file: names the content."""
+    manifest: dict = field(compare=False, hash=False)
+
+
+# --- the corpus -------------------------------------------------------------------------------
+
+def _source_files(stdlib: Path) -> list[Path]:
+    files = sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py"))
+    return [p for p in files
+            if not _SKIP_PARTS & set(p.relative_to(stdlib).parts) and not p.parent.name.startswith("config-")]
+
+
+def _statements(node: ast.AST) -> Iterator[ast.AST]:
+    """The statements directly under a node (bodies of defs, ifs, loops, trys, withs, matches)."""
+    for name in ("body", "orelse", "finalbody", "handlers", "cases"):
+        value = getattr(node, name, None)
+        if isinstance(value, list):
+            yield from value
+
+
+def _docstrings(tree: ast.Module, prefix: str) -> Iterator[tuple[str, str]]:
+    """(id, docstring) of the module and of every class and function in it, depth first."""
+    def visit(node: ast.AST, qualname: str) -> Iterator[tuple[str, str]]:
+        if isinstance(node, _DOC_NODES):
+            doc = ast.get_docstring(node)
+            if doc:
+                yield (f"{prefix}:{qualname}" if qualname else prefix), doc
+        for child in _statements(node):
+            named = isinstance(child, _DOC_NODES)
+            yield from visit(child, (f"{qualname}.{child.name}" if qualname else child.name) if named else qualname)
+
+    yield from visit(tree, "")
+
+
+def stdlib_documents(stdlib: Path | None = None) -> Iterator[tuple[str, str]]:
+    """(id, text) of every docstring longer than MIN_CHARS, in file and then source order."""
+    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
+    for path in _source_files(root):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # invalid escape sequences in old modules
+                tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError):
+            continue
+        for doc_id, text in _docstrings(tree, path.relative_to(root).as_posix()):
+            if len(text) > MIN_CHARS:
+                yield doc_id, text
+
+
+def split_of(text: str, *, heldout_fraction: float, seed: int) -> str:
+    """`heldout` or `train`, from the first 64 bits of sha256(seed, text) as a fraction of 2^64."""
+    digest = hashlib.sha256(f"{seed}\0{text}".encode("utf-8", "surrogatepass")).digest()
+    return "heldout" if int.from_bytes(digest[:8], "big") < heldout_fraction * 2**64 else "train"
+
+
+def build_stdlib_docstrings(out_dir: Path | str, heldout_fraction: float = 0.05, seed: int = 0) -> CorpusStats:
+    """Write `out_dir/train/docs.jsonl` and `out_dir/heldout/docs.jsonl` (see the module docstring)."""
+    if not 0.0 <= heldout_fraction < 1.0:
+        raise FamilycError(f"heldout_fraction must be in [0, 1), not {heldout_fraction}")
+    out = Path(out_dir)
+    lines: dict[str, list[str]] = {split: [] for split in SPLITS}
+    sizes = dict.fromkeys(SPLITS, 0)
+    seen: set[str] = set()
+    duplicates = 0
+    for doc_id, text in stdlib_documents():
+        if text in seen:
+            duplicates += 1
+            continue
+        seen.add(text)
+        split = split_of(text, heldout_fraction=heldout_fraction, seed=seed)
+        # ensure_ascii: every docstring becomes valid JSON, even one holding a lone surrogate
+        lines[split].append(json.dumps({"id": doc_id, "text": text}, ensure_ascii=True))
+        sizes[split] += len(text.encode("utf-8", "surrogatepass"))
+    for split in SPLITS:
+        (out / split).mkdir(parents=True, exist_ok=True)
+        with (out / split / DOCS_FILE).open("w", encoding="ascii", newline="\n") as f:
+            f.write("".join(line + "\n" for line in lines[split]))
+    return CorpusStats(documents={s: len(lines[s]) for s in SPLITS}, bytes=sizes, duplicates_dropped=duplicates)
+
+
+# --- built once, found by content ---------------------------------------------------------------
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cache_key(*, heldout_fraction: float, seed: int, vocab_size: int) -> tuple[str, dict]:
+    """The hash of everything the output bytes depend on, and those inputs for the manifest."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources = hashlib.sha256()
+    files = _source_files(stdlib)
+    for path in files:
+        sources.update(path.relative_to(stdlib).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    inputs = {
+        "builder_version": BUILDER_VERSION,
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "tokenizers": metadata.version("tokenizers"),
+        "stdlib_files": len(files),
+        "stdlib_sha256": sources.hexdigest(),
+        "min_chars": MIN_CHARS,
+        "heldout_fraction": heldout_fraction,
+        "seed": seed,
+        "vocab_size": vocab_size,
+    }
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return key, inputs
+
+
+def _build(root: Path, inputs: dict) -> None:
+    corpus = build_stdlib_docstrings(root, heldout_fraction=inputs["heldout_fraction"], seed=inputs["seed"])
+    tokenizer = build_bpe_tokenizer(root / "tokenizer", inputs["vocab_size"], train_dir=root / "train")
+    splits = {
+        split: {"documents": corpus.documents[split], "bytes": corpus.bytes[split],
+                "tokens": count_tokens(root / "tokenizer", read_texts(root / split)) if corpus.documents[split] else 0}
+        for split in SPLITS
+    }
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    manifest = {
+        "schema_version": 1,
+        "name": NAME,
+        "inputs": inputs,
+        "splits": splits,
+        "duplicates_dropped": corpus.duplicates_dropped,
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "bos": BOS, "eos": EOS},
+        "files": {p.relative_to(root).as_posix(): _sha256_file(p) for p in files},
+    }
+    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _open(root: Path) -> Assets:
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise FamilycError(f"{root} has no {MANIFEST}: not a finished asset build",
+                           hint=f"delete {root}; the next run rebuilds it")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for name, expected in manifest["files"].items():
+        path = root / name
+        if not path.is_file() or _sha256_file(path) != expected:
+            raise FamilycError(f"{path} is missing or does not match {manifest_path}",
+                               hint=f"delete {root}; the next run rebuilds it")
+    return Assets(root=root, train_dir=root / "train", heldout_dir=root / "heldout", tokenizer_dir=root / "tokenizer",
+                  manifest_sha256=_sha256_file(manifest_path), manifest=manifest)
+
+
+def ensure_builtin_assets(cache_dir: Path | str, *, heldout_fraction: float = 0.05, seed: int = 0,
+                          vocab_size: int = 2048) -> Assets:
+    """The built-in corpus and tokenizer under `cache_dir`, built there first if this content is new.
+
+    Safe against concurrent callers: each builds into its own temporary folder and renames it into
+    place; a loser of the race discards its copy and uses the winner's (the bytes are the same)."""
+    cache = Path(cache_dir).resolve()
+    key, inputs = _cache_key(heldout_fraction=heldout_fraction, seed=seed, vocab_size=vocab_size)
+    root = cache / f"{NAME}-{key[:16]}"
+    if not root.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache))
+        try:
+            _build(tmp, inputs)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private
+            os.rename(tmp, root)
+        except OSError:
+            if not (root / MANIFEST).is_file():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _open(root)

@@ -1,0 +1,147 @@
+"""The text and tokenizer a run trains on, resolved before any stage starts.
+
+- builtin corpus: built offline and deterministically (familyc.data), with its held-out split;
+- a local folder of .jsonl (a "text" field per line), .txt (one document per file) or .parquet
+  (a "text" column) files: split once into RUN_DIR/assets/local-<hash>/{train,heldout} by the
+  same content hash as the builtin corpus, so no held-out document is ever trained on;
+- a Hugging Face dataset name: passed to torchtitan's loader (needs the network or a populated
+  Hugging Face cache; familyc does not split it, so the report has no held-out split of its own).
+The tokenizer: the builtin BPE (trained on the builtin train split), a local folder holding
+tokenizer.json, or a Hugging Face repository already downloaded (familyc downloads nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from familyc.errors import FamilycError
+from familyc.execute.executor import DataInputs
+from familyc.execute.rundir import RunDir
+from familyc.plan.ir import Plan
+
+LOCAL_SUFFIXES = (".jsonl", ".json", ".txt", ".parquet")
+BUILTIN_TOKENIZER_VOCAB = {"bpe-2048": 2048}
+
+
+def _local_documents(folder: Path) -> Iterator[str]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES)
+    if not files:
+        raise FamilycError(f"the dataset folder {folder} holds no {', '.join(LOCAL_SUFFIXES)} files",
+                           hint="data.dataset.path must be a folder of jsonl (a text field), txt or parquet files")
+    for path in files:
+        if path.suffix == ".txt":
+            yield path.read_text(encoding="utf-8", errors="replace")
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq  # comes with the train extra (datasets)
+
+            for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
+                yield from (t for t in batch.column(0).to_pylist() if t)
+        else:
+            with path.open(encoding="utf-8", errors="replace") as f:
+                for number, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        text = json.loads(line)["text"]
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise FamilycError(f"{path}:{number}: not a JSON object with a \"text\" field",
+                                           hint="each line of a .jsonl file is one document: {\"text\": ...}") from None
+                    if text:
+                        yield text
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in LOCAL_SUFFIXES):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def split_local_dataset(folder: Path, cache: Path, *, heldout_fraction: float, seed: int = 0) -> tuple[Path, Path]:
+    """(train_dir, heldout_dir) of `folder`'s documents, split by content hash; built once per content."""
+    from familyc.data.builtin import split_of
+
+    root = cache / f"local-{_folder_digest(folder)[:16]}-{heldout_fraction:g}"
+    if not root.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache))
+        try:
+            files = {s: (tmp / s / "docs.jsonl") for s in ("train", "heldout")}
+            for path in files.values():
+                path.parent.mkdir(parents=True)
+            handles = {s: p.open("w", encoding="ascii") for s, p in files.items()}
+            try:
+                for text in _local_documents(folder):
+                    split = split_of(text, heldout_fraction=heldout_fraction, seed=seed)
+                    handles[split].write(json.dumps({"text": text}, ensure_ascii=True) + "\n")
+            finally:
+                for handle in handles.values():
+                    handle.close()
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, root)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root / "train", root / "heldout"
+
+
+def spec_directory(plan: Plan, plan_file: Path | None) -> Path:
+    """Where relative data paths in the spec are anchored: the spec's folder."""
+    for base in (Path.cwd(), plan_file.resolve().parent.parent if plan_file else None):
+        if base is not None and (base / plan.spec.path).is_file():
+            return (base / plan.spec.path).resolve().parent
+    return Path.cwd()
+
+
+def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInputs:
+    data, tokenizer = plan.data, plan.tokenizer
+    builtin = None
+    if data.kind == "builtin" or tokenizer.kind == "builtin":
+        from familyc.data import ensure_builtin_assets
+
+        vocab = BUILTIN_TOKENIZER_VOCAB.get(tokenizer.name, 2048) if tokenizer.kind == "builtin" else 2048
+        builtin = ensure_builtin_assets(run.assets, heldout_fraction=data.heldout_fraction, vocab_size=vocab)
+    offline = True
+    if data.kind == "builtin":
+        assert builtin is not None
+        dataset = builtin.train_dir
+    elif data.kind == "path":
+        folder = (spec_directory(plan, plan_file) / data.name).resolve()
+        if not folder.is_dir():
+            raise FamilycError(f"the dataset folder {folder} does not exist (data.dataset.path: {data.name} in "
+                               f"{plan.spec.path})", hint="relative paths are read from the spec's folder")
+        dataset, _ = split_local_dataset(folder, run.assets, heldout_fraction=data.heldout_fraction)
+    else:
+        dataset, offline = Path(data.name), False
+    if tokenizer.kind == "builtin":
+        assert builtin is not None
+        tokenizer_dir = builtin.tokenizer_dir
+    elif tokenizer.kind == "path":
+        tokenizer_dir = (spec_directory(plan, plan_file) / tokenizer.name).resolve()
+    else:
+        raise FamilycError(f"tokenizer {{hf: {tokenizer.name}}} is not on this machine: familyc downloads nothing",
+                           hint=f"huggingface-cli download {tokenizer.name} --include 'tokenizer*' --local-dir "
+                                "tokenizers/NAME, then use tokenizer: {path: tokenizers/NAME}")
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise FamilycError(f"{tokenizer_dir} holds no tokenizer.json", hint="the tokenizer folder of a Hugging Face "
+                           "model (tokenizer.json and tokenizer_config.json)")
+    return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline)
+
+
+def heldout_dir(plan: Plan, run: RunDir) -> Path | None:
+    """The held-out split of the run's data, when familyc made one (report and calibration read it)."""
+    if plan.data.kind == "builtin":
+        for root in sorted(run.assets.glob("stdlib-docstrings-*")):
+            if (root / "heldout").is_dir():
+                return root / "heldout"
+    if plan.data.kind == "path":
+        for root in sorted(run.assets.glob("local-*")):
+            if (root / "heldout").is_dir():
+                return root / "heldout"
+    return None

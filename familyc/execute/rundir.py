@@ -1,0 +1,129 @@
+"""The run directory: one plan's artefacts and state. Other commands (report, calibrate, export) read it.
+
+    RUN_DIR/
+      state.json                   what has been done (familyc.execute.state), written atomically
+      plan.json                    the plan being executed, byte for byte
+      flavors.json                 the members' sizes for torchtitan (familyc.backend.flavors)
+      assets/                      the built-in corpus and tokenizer, when the spec uses them
+      steps/<step-id>/             per step: job.toml, stdout.log, metrics.jsonl, dump/ (torchtitan's
+                                   checkpoints, kept until the member is safely in members/)
+      members/<name>/              each progressive member's final weights: a DCP folder (model only,
+                                   fp32) and its sidecar familyc-member.json (sha256 of every file)
+      baselines/<name>/            the same for members trained from scratch (apply --baselines)
+      expansions/<step-id>/        a growth step's output: the next stage's initial weights
+                                   (DCP folder and familyc-expansion.json)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from familyc.errors import FamilycError, PlanError
+from familyc.execute.state import PENDING, RunState, StepState, atomic_write_text, now
+from familyc.plan import ir
+from familyc.plan.ir import ExpandStep, Plan, TrainStep
+
+STATE_FILE = "state.json"
+PLAN_FILE = "plan.json"
+FLAVORS_FILE = "flavors.json"
+MEMBER_SIDECAR = "familyc-member.json"
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True, slots=True)
+class RunDir:
+    root: Path
+
+    @property
+    def state_path(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / PLAN_FILE
+
+    @property
+    def flavors_path(self) -> Path:
+        return self.root / FLAVORS_FILE
+
+    @property
+    def assets(self) -> Path:
+        return self.root / "assets"
+
+    @property
+    def datasets_cache(self) -> Path:
+        return self.root / "assets" / "hf-datasets-cache"
+
+    def step_dir(self, step_id: str) -> Path:
+        return self.root / "steps" / step_id
+
+    def weights(self, step: TrainStep | ExpandStep) -> Path:
+        """Where a step's output weights live."""
+        if isinstance(step, ExpandStep):
+            return self.root / "expansions" / step.id
+        if step.id.startswith("baseline-"):
+            return self.root / "baselines" / step.member
+        return self.root / "members" / step.member
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root.resolve()).as_posix()
+
+    def is_run_dir(self) -> bool:
+        return self.state_path.is_file()
+
+
+def all_steps(plan: Plan) -> list[TrainStep | ExpandStep]:
+    """The progressive steps in execution order, then the baseline members."""
+    return list(plan.steps) + [b.train for b in plan.baseline.members]
+
+
+def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
+    """Create the run directory for `plan`, or reopen it; refuse one made by another plan."""
+    run = RunDir(root)
+    plan_text = ir.dumps(plan)
+    if run.is_run_dir():
+        state = RunState.load(run.state_path)
+        if state.plan_id != plan.plan_id:
+            raise PlanError(f"{root} was made by plan {state.plan_id}, not {plan.plan_id} "
+                            f"(family {state.family})",
+                            hint="use another --run-dir for a new plan, or apply the plan it was made by "
+                                 f"({run.plan_path})")
+        if run.plan_path.read_text(encoding="utf-8") != plan_text:
+            raise PlanError(f"{run.plan_path} differs from plan {plan.plan_id} although state.json names it",
+                            hint="the run directory was edited by hand; restore plan.json or start a new run")
+        for step in all_steps(plan):  # a state made before --baselines lacks the baseline steps
+            state.steps.setdefault(step.id, StepState(kind=step.kind))
+        return run, state
+    if root.exists() and any(p.name != LOCK_FILE for p in root.iterdir()):
+        raise FamilycError(f"{root} exists and is not a familyc run directory (no {STATE_FILE})",
+                           hint="choose an empty or new --run-dir")
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.plan_path, plan_text)
+    state = RunState(path=run.state_path, plan_id=plan.plan_id, family=plan.family.name,
+                     spec={"path": plan.spec.path, "sha256": plan.spec.sha256},
+                     steps={s.id: StepState(kind=s.kind, status=PENDING) for s in all_steps(plan)},
+                     created_at=now())
+    state.save()
+    return run, state
+
+
+def check_spec_unchanged(plan: Plan, *, plan_file: Path | None) -> str | None:
+    """Refuse a plan whose spec changed since it was planned; a warning when the spec is gone.
+
+    The spec path in the plan is relative to where `familyc plan` ran; it is looked up there and next
+    to the plan file's directory's parent (plans/ and specs/ side by side)."""
+    candidates = [Path(plan.spec.path)]
+    if plan_file is not None:
+        candidates.append(plan_file.resolve().parent.parent / plan.spec.path)
+    for path in candidates:
+        if path.is_file():
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            if digest != plan.spec.sha256:
+                raise PlanError(f"{path} changed since plan {plan.plan_id} was made from it "
+                                f"(sha256 {digest[:12]}, the plan says {plan.spec.sha256[:12]})",
+                                hint=f"re-plan: familyc plan {plan.spec.path} -o <plan file>, review the diff, "
+                                     "then apply the new plan")
+            return None
+    return f"cannot find the spec {plan.spec.path} to check that it is unchanged; applying the plan as it is"

@@ -1,0 +1,114 @@
+"""The built-in corpus and tokenizer: deterministic bytes, disjoint splits, content-addressed cache.
+
+Needs only the `tokenizers` library (no torch); the torchtitan check at the end skips without it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tokenizers", reason="tokenizers is not installed (pip install -e '.[train]')")
+
+from familyc.data import build_bpe_tokenizer, build_stdlib_docstrings, ensure_builtin_assets  # noqa: E402
+from familyc.data.bpe import BOS, EOS, read_texts  # noqa: E402
+from familyc.data.builtin import _cache_key, split_of  # noqa: E402
+from familyc.errors import FamilycError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory):
+    return ensure_builtin_assets(tmp_path_factory.mktemp("cache"))
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_second_build_gives_the_same_bytes(assets, tmp_path: Path) -> None:
+    build_stdlib_docstrings(tmp_path, heldout_fraction=0.05, seed=0)
+    build_bpe_tokenizer(tmp_path / "tokenizer", 2048, train_dir=tmp_path / "train")
+    again = files_of(tmp_path)
+    first = files_of(assets.root)
+    first.pop("manifest.json")
+    assert sorted(again) == ["heldout/docs.jsonl", "tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json",
+                             "train/docs.jsonl"]
+    assert again == first
+
+
+def test_splits_are_disjoint_and_about_the_asked_fraction(assets) -> None:
+    train, heldout = read_texts(assets.train_dir), read_texts(assets.heldout_dir)
+    assert len(train) > 1500 and len(heldout) > 20
+    assert not set(train) & set(heldout)
+    assert len(set(train)) == len(train) and len(set(heldout)) == len(heldout)
+    assert 0.02 < len(heldout) / (len(train) + len(heldout)) < 0.1
+    assert all(len(t) > 200 for t in train + heldout)
+    assert all(split_of(t, heldout_fraction=0.05, seed=0) == "heldout" for t in heldout)
+    ids = [json.loads(line)["id"] for line in (assets.train_dir / "docs.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) and any(i.startswith("json/decoder.py:") for i in ids)
+
+
+def test_another_seed_draws_another_heldout_set(tmp_path: Path) -> None:
+    texts = [f"document {i} " * 30 for i in range(2000)]
+    a = {t for t in texts if split_of(t, heldout_fraction=0.05, seed=0) == "heldout"}
+    b = {t for t in texts if split_of(t, heldout_fraction=0.05, seed=1) == "heldout"}
+    assert a != b and 50 < len(a) < 150 and 50 < len(b) < 150
+    assert not {t for t in texts if split_of(t, heldout_fraction=0.0, seed=0) == "heldout"}
+
+
+def test_the_tokenizer_is_trained_on_train_only(assets, tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(assets.tokenizer_dir / "tokenizer.json"))
+    assert tokenizer.get_vocab_size() == 2048
+    assert (tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)) == (0, 1)
+    text = read_texts(assets.heldout_dir)[0]
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text  # byte-level: lossless
+    config = json.loads((assets.tokenizer_dir / "tokenizer_config.json").read_text())
+    assert (config["bos_token"], config["eos_token"]) == (BOS, EOS)
+    # trained on another corpus, the tokenizer differs: the train split is what it saw
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "docs.jsonl").write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in read_texts(assets.heldout_dir)))
+    build_bpe_tokenizer(tmp_path / "tok", 2048, train_dir=tmp_path / "other")
+    assert (tmp_path / "tok" / "tokenizer.json").read_bytes() != (assets.tokenizer_dir / "tokenizer.json").read_bytes()
+    with pytest.raises(FamilycError, match="vocab_size 100"):
+        build_bpe_tokenizer(tmp_path / "tok2", 100, train_dir=tmp_path / "other")
+
+
+def test_the_cache_builds_once_and_checks_its_files(assets, tmp_path: Path) -> None:
+    manifest = assets.manifest
+    splits = manifest["splits"]
+    assert splits["train"]["tokens"] > 300_000 and splits["heldout"]["tokens"] > 5_000
+    assert manifest["inputs"]["vocab_size"] == 2048 and manifest["tokenizer"]["vocab_size"] == 2048
+    before = (assets.root / "manifest.json").stat().st_mtime_ns
+    again = ensure_builtin_assets(assets.root.parent)
+    assert again == assets
+    assert (assets.root / "manifest.json").stat().st_mtime_ns == before
+    assert [p.name for p in assets.root.parent.iterdir()] == [assets.root.name]  # no temporary folder left
+    # every input is in the key
+    key = _cache_key(heldout_fraction=0.05, seed=0, vocab_size=2048)[0]
+    assert assets.root.name.endswith(key[:16])
+    assert len({key, _cache_key(heldout_fraction=0.05, seed=0, vocab_size=1024)[0],
+                _cache_key(heldout_fraction=0.05, seed=1, vocab_size=2048)[0],
+                _cache_key(heldout_fraction=0.1, seed=0, vocab_size=2048)[0]}) == 4
+    # a changed file is caught, not silently used
+    copy = tmp_path / "cache" / assets.root.name
+    shutil.copytree(assets.root, copy)
+    docs = copy / "train" / "docs.jsonl"
+    docs.write_bytes(docs.read_bytes()[:-100])
+    with pytest.raises(FamilycError, match="does not match"):
+        ensure_builtin_assets(tmp_path / "cache")
+
+
+def test_torchtitan_reads_the_assets(assets) -> None:
+    pytest.importorskip("torchtitan.components.tokenizer", reason="torchtitan is not installed")
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    tokenizer = HuggingFaceTokenizer(str(assets.tokenizer_dir))
+    assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.get_vocab_size()) == (0, 1, 2048)
+    ids = tokenizer.encode("Return the sum.", add_bos=True, add_eos=True)
+    assert ids[0] == 0 and ids[-1] == 1 and 0 not in ids[1:-1]

@@ -1,0 +1,242 @@
+"""Real training stages on the CPU: torchrun, FSDP over gloo, checkpoints, compile, a NaN stop.
+
+The tiny plan's members xs and s (plans/tiny.plan.json), a few steps each, every run in its own
+tmp_path folder, launched exactly as familyc launches them:
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m familyc.backend.stage --job.config_file JOB.toml
+    python -m familyc.backend.stage --job.config_file JOB.toml        (one process)
+
+with FAMILYC_FLAVORS, FAMILYC_METRICS, OMP_NUM_THREADS=1 and the Hugging Face offline variables.
+Checked: metrics.jsonl, a model-only final DCP checkpoint with exactly the model's keys, an
+initial load of a depth-expanded checkpoint that reproduces the small model's loss, a compiled
+run that matches the eager one, and a NaN loss that stops the stage at once. About a minute and
+a half on 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]')")
+pytest.importorskip("torchtitan.train", reason="torchtitan (and triton, which it imports) is not installed")
+pytest.importorskip("tokenizers", reason="tokenizers is not installed")
+
+import torch.distributed.checkpoint as dcp  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch.distributed.checkpoint import FileSystemReader  # noqa: E402
+
+from familyc.backend.flavors import write_flavors  # noqa: E402
+from familyc.backend.job import final_checkpoint, job_config_toml  # noqa: E402
+from familyc.backend.keys import model_keys  # noqa: E402
+from familyc.backend.model import build_model, forward_logits, plan_model_args  # noqa: E402
+from familyc.backend.stage import EXIT_NONFINITE_LOSS  # noqa: E402
+from familyc.data import ensure_builtin_assets  # noqa: E402
+from familyc.plan.ir import loads  # noqa: E402
+from familyc.shape import ModelShape  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PLAN = loads((ROOT / "plans" / "tiny.plan.json").read_text())
+XS_STEPS = 6
+RUN_TIMEOUT = 240
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Run:
+    returncode: int
+    output: str
+    metrics: list[dict[str, Any]]
+    dump: Path
+    seconds: float
+
+
+def shape(name: str) -> ModelShape:
+    m = PLAN.member(name)
+    return ModelShape(dim=m.dim, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
+                      ffn_dim=m.ffn_dim, vocab_size=m.vocab_size)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    base = tmp_path_factory.mktemp("backend")
+    assets = ensure_builtin_assets(base / "assets")
+    flavors = write_flavors(base / "flavors.json",
+                            {f"familyc-{m.name}": plan_model_args(PLAN, m.name) for m in PLAN.members})
+    proc_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                "HF_DATASETS_CACHE": str(base / "hf_datasets"), "FAMILYC_FLAVORS": str(flavors),
+                "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    return {"assets": assets, "proc_env": proc_env, "hf_cache": base / "hf_datasets"}
+
+
+def run_stage(env: dict[str, Any], out: Path, member: str, *, steps: int, nproc: int, compile: bool = False,
+              init_from: Path | None = None, extra: tuple[str, ...] = ("--metrics.log_freq", "1")) -> Run:
+    out.mkdir(parents=True, exist_ok=True)
+    step = dataclasses.replace(PLAN.step(f"train-{member}"), num_steps=steps)
+    assets = env["assets"]
+    toml = out / "job.toml"
+    toml.write_text(job_config_toml(step, PLAN.member(member), PLAN, dump_folder=out / "dump",
+                                    dataset_path=assets.train_dir, tokenizer_path=assets.tokenizer_dir,
+                                    flavor=f"familyc-{member}", compile=compile, init_from=init_from,
+                                    checkpoint_interval=1000, seed=0))
+    stage = ["-m", "familyc.backend.stage", "--job.config_file", str(toml), *extra]
+    launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc > 1 else [])
+    metrics = out / "metrics.jsonl"
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, *launcher, *stage], cwd=out, capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, env={**env["proc_env"], "FAMILYC_METRICS": str(metrics)})
+    seconds = time.monotonic() - start
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    return Run(proc.returncode, proc.stdout + proc.stderr, rows, out / "dump", seconds)
+
+
+def read_dcp(path: Path) -> dict[str, torch.Tensor]:
+    metadata = FileSystemReader(str(path)).read_metadata()
+    sd = {k: torch.empty(m.size, dtype=m.properties.dtype)
+          for k, m in metadata.state_dict_metadata.items() if hasattr(m, "size")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no process group: loading in one process"
+        dcp.load(sd, checkpoint_id=str(path))
+    return sd
+
+
+def write_dcp(sd: dict[str, torch.Tensor], path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({k: v.contiguous() for k, v in sd.items()}, checkpoint_id=str(path))
+
+
+def zero_insert(sd: dict[str, torch.Tensor], n_new: int) -> dict[str, torch.Tensor]:
+    """Depth growth by hand: new blocks copy the last one with attention.wo and feed_forward.w2 zeroed."""
+    n_old = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.", k)))
+    out = dict(sd)
+    last = f"layers.{n_old - 1}."
+    for i in range(n_old, n_new):
+        for k, v in sd.items():
+            if k.startswith(last):
+                zero = ".attention.wo." in k or ".feed_forward.w2." in k
+                out[f"layers.{i}." + k[len(last):]] = torch.zeros_like(v) if zero else v.clone()
+    return out
+
+
+def first_global_batch_loss(env: dict[str, Any], weights: dict[str, torch.Tensor], member: str, *,
+                            ranks: int, monkeypatch: pytest.MonkeyPatch) -> float:
+    """The loss torchtitan reports at step 1 of a `ranks`-process run, computed here in one process:
+    each rank's first local batch from torchtitan's own dataset code, one mean over all tokens."""
+    import datasets.config
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.hf_datasets.text_datasets import HuggingFaceTextDataset
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", env["hf_cache"])
+    step = PLAN.step(f"train-{member}")
+    assert step.global_batch_size == step.local_batch_size * ranks  # one micro-batch per rank
+    tokenizer = HuggingFaceTokenizer(str(env["assets"].tokenizer_dir))
+    inputs, labels = [], []
+    for rank in range(ranks):
+        data = iter(HuggingFaceTextDataset("c4_test", str(env["assets"].train_dir), tokenizer,
+                                           seq_len=PLAN.member(member).seq_len, dp_rank=rank, dp_world_size=ranks))
+        for _ in range(step.local_batch_size):
+            x, y = next(data)
+            inputs.append(x["input"])
+            labels.append(y)
+    model = build_model(plan_model_args(PLAN, member))
+    model.load_state_dict(weights)
+    logits = forward_logits(model, torch.stack(inputs))
+    return F.cross_entropy(logits.flatten(0, 1), torch.stack(labels).flatten()).item()
+
+
+@pytest.fixture(scope="module")
+def xs_run(env: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Run:
+    return run_stage(env, tmp_path_factory.mktemp("xs"), "xs", steps=XS_STEPS, nproc=2)
+
+
+# --- the runs -----------------------------------------------------------------------------------
+
+def test_two_ranks_train_xs_and_save_the_model_only(xs_run: Run) -> None:
+    assert xs_run.returncode == 0, xs_run.output[-4000:]
+    assert "dp_shard=2" in xs_run.output
+    rows = xs_run.metrics
+    assert [r["step"] for r in rows] == list(range(1, XS_STEPS + 1))
+    member = PLAN.member("xs")
+    batch_tokens = PLAN.step("train-xs").batch_tokens
+    assert [r["n_tokens_seen"] for r in rows] == [batch_tokens * s for s in range(1, XS_STEPS + 1)]
+    assert all(r["num_flops_per_token"] == member.flops_per_token and r["world_size"] == 2 for r in rows)
+    assert all(r["mfu"] is None and r["tps"] > 0 and r["end_to_end_s"] > 0 for r in rows)  # no CPU peak known
+    losses = [r["loss"] for r in rows]
+    assert 7.0 < losses[0] < 8.5  # ln(2048) = 7.62 plus the init's spread
+    assert losses[-1] < losses[0] - 0.05 and min(losses[-2:]) < min(losses[:2])
+    # lr: linear warmup over the plan's 4 steps to max_lr, then cosine down to min_lr_factor over the
+    # remaining 2; torchtitan 0.2.2 adds one "virtual" stable step, so step 5 repeats the peak
+    schedule = PLAN.step("train-xs").schedule
+    assert schedule.warmup_steps == 4 and schedule.decay_type == "cosine"
+    max_lr, floor = PLAN.step("train-xs").max_lr, schedule.min_lr_factor
+    assert [r["lr"] / max_lr for r in rows] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, floor + (1 - floor) * 0.5])
+
+    final = final_checkpoint(xs_run.dump, XS_STEPS)
+    assert sorted(p.name for p in final.parent.iterdir()) == [f"step-{XS_STEPS}"]
+    metadata = FileSystemReader(str(final)).read_metadata().state_dict_metadata
+    expected = model_keys(shape("xs"))
+    assert sorted(metadata) == sorted(expected)  # the model only: no optimizer, dataloader or train state
+    assert all(tuple(metadata[k].size) == v and metadata[k].properties.dtype == torch.float32
+               for k, v in expected.items())
+
+
+def test_s_starts_from_a_depth_expanded_xs_with_the_same_loss(env: dict[str, Any], xs_run: Run, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert xs_run.returncode == 0, "the xs run failed"
+    xs_weights = read_dcp(final_checkpoint(xs_run.dump, XS_STEPS))
+    s_weights = zero_insert(xs_weights, PLAN.member("s").n_layers)
+    assert {k: tuple(v.shape) for k, v in s_weights.items()} == model_keys(shape("s"))
+    write_dcp(s_weights, tmp_path / "expanded")
+
+    expected = first_global_batch_loss(env, xs_weights, "xs", ranks=2, monkeypatch=monkeypatch)
+    run = run_stage(env, tmp_path / "s", "s", steps=2, nproc=2, init_from=tmp_path / "expanded")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "Loading the checkpoint from" in run.output
+    first = run.metrics[0]["loss"]
+    # a random s would start near ln(2048); the trained xs is well below, and s must equal it
+    assert first < xs_run.metrics[0]["loss"] - 0.1
+    assert first == pytest.approx(expected, abs=1e-5), (first, expected)  # bitwise equal on 2.13 CPU
+    assert run.metrics[0]["num_flops_per_token"] == PLAN.member("s").flops_per_token
+
+
+def test_a_compiled_run_matches_the_eager_run(env: dict[str, Any], xs_run: Run, tmp_path: Path) -> None:
+    assert xs_run.returncode == 0, "the xs run failed"
+    run = run_stage(env, tmp_path, "xs", steps=XS_STEPS, nproc=2, compile=True)
+    assert run.returncode == 0, run.output[-4000:]
+    assert "Compiling each TransformerBlock with torch.compile" in run.output
+    # same seed, data, sharding and schedule (steps change the schedule): the same losses up to rounding
+    assert [r["loss"] for r in run.metrics] == pytest.approx([r["loss"] for r in xs_run.metrics], abs=1e-3)
+    assert final_checkpoint(run.dump, XS_STEPS).is_dir()
+
+
+def test_a_nan_loss_stops_the_stage_at_once(env: dict[str, Any], xs_run: Run, tmp_path: Path) -> None:
+    assert xs_run.returncode == 0, "the xs run failed"
+    weights = read_dcp(final_checkpoint(xs_run.dump, XS_STEPS))
+    weights["norm.weight"][0] = float("nan")
+    write_dcp(weights, tmp_path / "poisoned")
+    run = run_stage(env, tmp_path / "run", "xs", steps=50, nproc=1, init_from=tmp_path / "poisoned")
+    assert run.returncode == EXIT_NONFINITE_LOSS, run.output[-4000:]
+    assert re.search(r"step 1: the loss is nan on rank 0; stopped before the optimizer step", run.output)
+    assert run.metrics == []
+    assert not any((run.dump / "checkpoint").glob("step-*"))
+
+
+def test_an_unregistered_flavor_is_refused(env: dict[str, Any], tmp_path: Path) -> None:
+    """--familyc.flavors takes precedence over $FAMILYC_FLAVORS; a flavor in neither stops the stage."""
+    other = write_flavors(tmp_path / "other.json", {"familyc-other": plan_model_args(PLAN, "s")})
+    run = run_stage(env, tmp_path, "xs", steps=1, nproc=1, extra=("--familyc.flavors", str(other)))
+    assert run.returncode == 2, run.output[-4000:]
+    assert "flavor 'familyc-xs' is not registered" in run.output
+    assert "familyc-other" in run.output and "debugmodel" in run.output

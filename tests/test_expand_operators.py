@@ -1,0 +1,197 @@
+"""Growth operators on torchtitan's own Llama 3 module: exact ones keep the logits, the others change them.
+
+Property-based over random small shapes: every function-preserving combination (width fpi/exact,
+GQA keep_kv / grow_kv / mixed, depth zero_insert, width and depth together) must give the same
+logits (fp32, 1e-5) as the source; aki, stack, interpolate and noise must produce the declared
+shapes and a different function.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from familyc.expand.feasibility import APPROXIMATE, EXACT, assess_growth
+from familyc.expand.maps import counts, index_maps
+from familyc.expand.operators import ExpansionError, expand_state_dict
+from familyc.shape import ModelShape
+
+pytest.importorskip("torchtitan", reason="the operators are checked against torchtitan's Llama 3 module")
+
+
+def build_model_for_shape(shape: ModelShape, *, seq_len: int, rope_theta: float, seed: int = 0,
+                          dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    from torchtitan.models.llama3 import Transformer, TransformerModelArgs
+
+    from familyc.cost.params import torchtitan_ffn_args
+
+    multiple_of, multiplier = torchtitan_ffn_args(shape.dim, shape.ffn_dim)
+    args = TransformerModelArgs(dim=shape.dim, n_layers=shape.n_layers, n_heads=shape.n_heads,
+                                n_kv_heads=shape.n_kv_heads, vocab_size=shape.vocab_size, multiple_of=multiple_of,
+                                ffn_dim_multiplier=multiplier, max_seq_len=seq_len, rope_theta=rope_theta)
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters in dtype; the RoPE table stays complex64
+    try:
+        model = Transformer(args)
+        with torch.no_grad():
+            model.init_weights()
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval()
+
+VOCAB = 61
+TOLERANCE = 1e-5
+"""fp32: an exact operator must keep every logit within this."""
+CHANGED = 1e-9
+"""fp64: an approximate operator must move some logit by more than this (fp64 rounding is ~1e-15)."""
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def _logits(shape: ModelShape, state: dict[str, torch.Tensor], tokens: torch.Tensor,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    model = build_model_for_shape(shape, seq_len=tokens.shape[1], rope_theta=10000.0, dtype=dtype)
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        return model(tokens)
+
+
+def _source(shape: ModelShape, seed: int) -> dict[str, torch.Tensor]:
+    model = build_model_for_shape(shape, seq_len=16, rope_theta=10000.0, seed=seed)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    for key, value in state.items():  # norms start at 1: perturb them so that copying them is tested
+        if key.endswith("norm.weight"):
+            value.add_(0.2 * torch.randn(value.shape, generator=generator))
+    return state
+
+
+def _compare(src: ModelShape, dst: ModelShape, *, width: str, depth: str, seed: int = 0,
+             noise: float = 0.0, dtype: torch.dtype = torch.float32) -> float:
+    """max |logit(source) - logit(grown)| on random tokens."""
+    state = {k: v.to(dtype) for k, v in _source(src, seed).items()}
+    grown = expand_state_dict(state, src, dst, width=width, depth=depth, seed=seed, noise=noise)
+    assert {k: tuple(v.shape) for k, v in grown.items()} == {
+        k: tuple(v.shape) for k, v in build_model_for_shape(dst, seq_len=16, rope_theta=10000.0).state_dict().items()}
+    tokens = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(seed))
+    return float((_logits(src, state, tokens, dtype) - _logits(dst, grown, tokens, dtype)).abs().max())
+
+
+@st.composite
+def source_shapes(draw: st.DrawFn) -> ModelShape:
+    head_dim = draw(st.sampled_from([2, 4, 8]))
+    kv = draw(st.integers(1, 3))
+    rep = draw(st.integers(1, 3))
+    return ModelShape(dim=head_dim * kv * rep, n_layers=draw(st.integers(1, 3)), n_heads=kv * rep, n_kv_heads=kv,
+                      ffn_dim=draw(st.integers(1, 24)), vocab_size=VOCAB)
+
+
+@st.composite
+def exact_growths(draw: st.DrawFn) -> tuple[ModelShape, ModelShape, str, str]:
+    """A source, a target and operators that must preserve the function exactly."""
+    src = draw(source_shapes())
+    grow_width = draw(st.booleans())
+    grow_depth = draw(st.booleans()) or not grow_width
+    dim, heads, kv, ffn = src.dim, src.n_heads, src.n_kv_heads, src.ffn_dim
+    width = "none"
+    if grow_width:
+        k = draw(st.integers(1, 3))
+        width = draw(st.sampled_from(["fpi", "exact"]))
+        # GQA: keep the KV heads, grow them with their groups, or a mix (a divides k * n_rep)
+        a = draw(st.sampled_from([d for d in range(1, k * src.n_rep + 1) if (k * src.n_rep) % d == 0]))
+        if width == "exact":
+            a = draw(st.sampled_from([1, k]))
+        dim, heads, kv = k * src.dim, k * src.n_heads, a * src.n_kv_heads
+        ffn = src.ffn_dim * draw(st.integers(1, 3)) if width == "exact" else draw(st.integers(src.ffn_dim, 40))
+        if (dim, heads, kv, ffn) == (src.dim, src.n_heads, src.n_kv_heads, src.ffn_dim):
+            ffn += src.ffn_dim if width == "exact" else 1
+    layers = draw(st.integers(src.n_layers + 1, 3 * src.n_layers)) if grow_depth else src.n_layers
+    dst = ModelShape(dim=dim, n_layers=layers, n_heads=heads, n_kv_heads=kv, ffn_dim=ffn, vocab_size=VOCAB)
+    return src, dst, width, "zero_insert" if grow_depth else "none"
+
+
+@PROPERTY
+@given(case=exact_growths(), seed=st.integers(0, 2**16))
+def test_function_preserving_growth_keeps_the_logits(case: tuple[ModelShape, ModelShape, str, str], seed: int) -> None:
+    src, dst, width, depth = case
+    assert assess_growth(src, dst, width=width, depth=depth).exactness == EXACT, (src, dst, width, depth)
+    assert _compare(src, dst, width=width, depth=depth, seed=seed) <= TOLERANCE
+
+
+@PROPERTY
+@given(src=source_shapes(), k=st.integers(2, 3), seed=st.integers(0, 2**16))
+def test_aki_changes_the_function(src: ModelShape, k: int, seed: int) -> None:
+    src = ModelShape(dim=src.dim, n_layers=max(2, src.n_layers), n_heads=src.n_heads, n_kv_heads=src.n_kv_heads,
+                     ffn_dim=src.ffn_dim, vocab_size=VOCAB)
+    dst = ModelShape(dim=k * src.dim, n_layers=src.n_layers, n_heads=k * src.n_heads, n_kv_heads=src.n_kv_heads,
+                     ffn_dim=k * src.ffn_dim, vocab_size=VOCAB)
+    assert assess_growth(src, dst, width="aki", depth="none").exactness == APPROXIMATE
+    assert _compare(src, dst, width="aki", depth="none", seed=seed, dtype=torch.float64) > CHANGED
+
+
+@PROPERTY
+@given(src=source_shapes(), extra=st.integers(1, 4), depth=st.sampled_from(["stack", "interpolate"]),
+       seed=st.integers(0, 2**16))
+def test_stacking_and_interpolation_change_the_function(src: ModelShape, extra: int, depth: str, seed: int) -> None:
+    dst = ModelShape(dim=src.dim, n_layers=src.n_layers + extra, n_heads=src.n_heads, n_kv_heads=src.n_kv_heads,
+                     ffn_dim=src.ffn_dim, vocab_size=VOCAB)
+    assert assess_growth(src, dst, width="none", depth=depth).exactness == APPROXIMATE
+    assert _compare(src, dst, width="none", depth=depth, seed=seed, dtype=torch.float64) > CHANGED
+
+
+def test_non_multiple_width_is_approximate_and_noise_breaks_exactness() -> None:
+    src = ModelShape(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=24, vocab_size=VOCAB)
+    wider = ModelShape(dim=24, n_layers=2, n_heads=6, n_kv_heads=3, ffn_dim=36, vocab_size=VOCAB)
+    assert assess_growth(src, wider, width="fpi", depth="none").exactness == APPROXIMATE
+    assert _compare(src, wider, width="fpi", depth="none", dtype=torch.float64) > CHANGED
+    double = ModelShape(dim=32, n_layers=2, n_heads=8, n_kv_heads=4, ffn_dim=48, vocab_size=VOCAB)
+    assert _compare(src, double, width="exact", depth="none") <= TOLERANCE
+    assert _compare(src, double, width="exact", depth="none", noise=0.01, dtype=torch.float64) > CHANGED
+
+
+def test_maps_copy_whole_multiples_evenly_and_keep_old_units_in_place() -> None:
+    src = ModelShape(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=24, vocab_size=VOCAB)
+    dst = ModelShape(dim=48, n_layers=5, n_heads=12, n_kv_heads=2, ffn_dim=50, vocab_size=VOCAB)
+    maps = index_maps(src, dst, depth="zero_insert", seed=7)
+    assert maps.dim[:16] == tuple(range(16)) and set(counts(maps.dim, 16)) == {3}
+    assert set(counts(maps.heads, 4)) == {3}
+    for target, source in enumerate(maps.heads):  # each query head stays in its KV head's group
+        assert source // src.n_rep == maps.kv[target // dst.n_rep]
+    assert sorted(counts(maps.ffn, 24)) == [2] * 22 + [3] * 2
+    assert [(s.source, s.zero_output) for s in maps.layers] == [(0, False), (0, True), (1, False), (1, True),
+                                                                 (1, True)]
+    assert index_maps(src, dst, depth="zero_insert", seed=7) == maps
+    assert index_maps(src, dst, depth="zero_insert", seed=8) != maps
+
+
+def test_bad_state_dicts_name_the_key() -> None:
+    src = ModelShape(dim=16, n_layers=1, n_heads=4, n_kv_heads=2, ffn_dim=24, vocab_size=VOCAB)
+    dst = ModelShape(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=24, vocab_size=VOCAB)
+    state = _source(src, 0)
+    with pytest.raises(ExpansionError, match="missing key 'norm.weight'"):
+        expand_state_dict({k: v for k, v in state.items() if k != "norm.weight"}, src, dst)
+    with pytest.raises(ExpansionError, match="unexpected key 'extra'"):
+        expand_state_dict({**state, "extra": torch.zeros(1)}, src, dst)
+    with pytest.raises(ExpansionError, match=r"'layers.0.attention.wq.weight' has shape \[16, 8\]"):
+        expand_state_dict({**state, "layers.0.attention.wq.weight": torch.zeros(16, 8)}, src, dst)
+    with pytest.raises(ExpansionError, match="dtype torch.int64"):
+        expand_state_dict({**state, "norm.weight": torch.zeros(16, dtype=torch.long)}, src, dst)
+    with pytest.raises(ExpansionError, match="cannot shrink"):
+        expand_state_dict(state, src, ModelShape(dim=8, n_layers=2, n_heads=2, n_kv_heads=2, ffn_dim=24,
+                                                  vocab_size=VOCAB))
+
+
+def test_bf16_exact_growth_stays_close() -> None:
+    """bf16 checkpoints: whole-multiple copies divide by powers of two only where k is one."""
+    src = ModelShape(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=24, vocab_size=VOCAB)
+    dst = ModelShape(dim=32, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=48, vocab_size=VOCAB)
+    state = {k: v.to(torch.bfloat16) for k, v in _source(src, 1).items()}
+    grown = expand_state_dict(state, src, dst, width="exact", depth="zero_insert")
+    assert all(v.dtype == torch.bfloat16 for v in grown.values())
+    tokens = torch.randint(0, VOCAB, (1, 8))
+    before = _logits(src, {k: v.float() for k, v in state.items()}, tokens)
+    after = _logits(dst, {k: v.float() for k, v in grown.items()}, tokens)
+    assert float((before - after).abs().max()) <= TOLERANCE
