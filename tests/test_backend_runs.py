@@ -8,7 +8,7 @@ tmp_path folder, launched exactly as familyc launches them:
 
 with FAMILYC_FLAVORS, FAMILYC_METRICS, OMP_NUM_THREADS=1 and the Hugging Face offline variables.
 Checked: metrics.jsonl, a model-only final DCP checkpoint with exactly the model's keys, an
-initial load of a depth-expanded checkpoint that reproduces the small model's loss, a compiled
+initial load of checkpoints grown by `familyc expand` that reproduce the small models' loss, a compiled
 run that matches the eager one, and a NaN loss that stops the stage at once. About a minute and
 a half on 2 cores.
 """
@@ -117,17 +117,13 @@ def write_dcp(sd: dict[str, torch.Tensor], path: Path) -> None:
         dcp.save({k: v.contiguous() for k, v in sd.items()}, checkpoint_id=str(path))
 
 
-def zero_insert(sd: dict[str, torch.Tensor], n_new: int) -> dict[str, torch.Tensor]:
-    """Depth growth by hand: new blocks copy the last one with attention.wo and feed_forward.w2 zeroed."""
-    n_old = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"layers\.(\d+)\.", k)))
-    out = dict(sd)
-    last = f"layers.{n_old - 1}."
-    for i in range(n_old, n_new):
-        for k, v in sd.items():
-            if k.startswith(last):
-                zero = ".attention.wo." in k or ".feed_forward.w2." in k
-                out[f"layers.{i}." + k[len(last):]] = torch.zeros_like(v) if zero else v.clone()
-    return out
+def familyc_expand(source: str, target: str, src: Path, dst: Path) -> str:
+    """`familyc expand specs/tiny.yaml SOURCE TARGET --src SRC --dst DST --verify`; its output."""
+    proc = subprocess.run([sys.executable, "-m", "familyc", "expand", str(ROOT / "specs" / "tiny.yaml"), source, target,
+                           "--src", str(src), "--dst", str(dst), "--verify"], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
 
 
 def first_global_batch_loss(env: dict[str, Any], weights: dict[str, torch.Tensor], member: str, *,
@@ -192,23 +188,27 @@ def test_two_ranks_train_xs_and_save_the_model_only(xs_run: Run) -> None:
                for k, v in expected.items())
 
 
-def test_s_starts_from_a_depth_expanded_xs_with_the_same_loss(env: dict[str, Any], xs_run: Run, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grown_members_start_with_the_loss_of_the_member_they_grew_from(
+        env: dict[str, Any], xs_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The round trip: train, `familyc expand --verify`, load the result as initial weights in a torchtitan
+    run of the larger shape: its first-step loss is the source's on the same batch (both tiny growth
+    steps exercised: xs -> s adds zero blocks, s -> m doubles the width with whole KV-head groups)."""
     assert xs_run.returncode == 0, "the xs run failed"
-    xs_weights = read_dcp(final_checkpoint(xs_run.dump, XS_STEPS))
-    s_weights = zero_insert(xs_weights, PLAN.member("s").n_layers)
-    assert {k: tuple(v.shape) for k, v in s_weights.items()} == model_keys(shape("s"))
-    write_dcp(s_weights, tmp_path / "expanded")
-
-    expected = first_global_batch_loss(env, xs_weights, "xs", ranks=2, monkeypatch=monkeypatch)
-    run = run_stage(env, tmp_path / "s", "s", steps=2, nproc=2, init_from=tmp_path / "expanded")
-    assert run.returncode == 0, run.output[-4000:]
-    assert "Loading the checkpoint from" in run.output
-    first = run.metrics[0]["loss"]
-    # a random s would start near ln(2048); the trained xs is well below, and s must equal it
-    assert first < xs_run.metrics[0]["loss"] - 0.1
-    assert first == pytest.approx(expected, abs=1e-5), (first, expected)  # bitwise equal on 2.13 CPU
-    assert run.metrics[0]["num_flops_per_token"] == PLAN.member("s").flops_per_token
+    source, source_dump, source_steps = "xs", xs_run.dump, XS_STEPS
+    for target in ("s", "m"):
+        expanded = tmp_path / f"{target}-initial"
+        report = familyc_expand(source, target, final_checkpoint(source_dump, source_steps), expanded)
+        assert "max |delta logit|" in report
+        source_weights = read_dcp(final_checkpoint(source_dump, source_steps))
+        expected = first_global_batch_loss(env, source_weights, source, ranks=2, monkeypatch=monkeypatch)
+        run = run_stage(env, tmp_path / target, target, steps=2, nproc=2, init_from=expanded)
+        assert run.returncode == 0, run.output[-4000:]
+        assert "Loading the checkpoint from" in run.output
+        first = run.metrics[0]["loss"]
+        assert first < xs_run.metrics[0]["loss"] - 0.1  # a random start would be near ln(2048)
+        assert first == pytest.approx(expected, abs=1e-5), (target, first, expected)
+        assert run.metrics[0]["num_flops_per_token"] == PLAN.member(target).flops_per_token
+        source, source_dump, source_steps = target, run.dump, 2
 
 
 def test_a_compiled_run_matches_the_eager_run(env: dict[str, Any], xs_run: Run, tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from familyc.errors import FamilycError, PlanError, StepError
 from familyc.execute import metrics as stage_metrics
+from familyc.execute.failpoints import armed, failpoint, midway
 from familyc.execute.launcher import Launch, stage_env, torchrun_argv
 from familyc.execute.progress import Progress, StageProgress
 from familyc.execute.rundir import LOCK_FILE, MEMBER_SIDECAR, RunDir, all_steps
@@ -171,6 +172,9 @@ class Executor:
                            f"({step.width} + {step.depth}, {step.exactness})")
         expansion = Expansion(shape_of(self.plan.member(step.source)), shape_of(self.plan.member(step.member)),
                               width=step.width, depth=step.depth, seed=step.seed, noise=step.noise)
+        if armed("expand-midway"):  # the crash tests: die with half of the tensors written
+            targets = expansion.targets
+            expansion.targets = lambda dtype: midway(targets(dtype), "expand-midway")  # type: ignore[method-assign]
         sidecar = {"plan_id": self.plan.plan_id, "step": step.id, "source": step.source, "target": step.member,
                    "width": step.width, "depth": step.depth, "gqa": step.gqa, "seed": step.seed, "noise": step.noise,
                    "exactness": step.exactness, "optimizer_state": step.optimizer_state}
@@ -323,6 +327,7 @@ class Executor:
         weights.parent.mkdir(parents=True, exist_ok=True)
         if not moving.exists():
             os.rename(final, moving)
+        failpoint("promote-moved")
         files = {p.name: sha256_file(p) for p in sorted(moving.iterdir()) if p.is_file() and p.name != MEMBER_SIDECAR}
         member = self.plan.member(step.member)
         sidecar = {"plan_id": self.plan.plan_id, "step": step.id, "member": step.member,
@@ -331,6 +336,7 @@ class Executor:
                    "init_from": step.init_from, "dtype": "float32", "files": files}
         (moving / MEMBER_SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
         os.rename(moving, weights)
+        failpoint("promote-renamed")
         metrics = self._stage_metrics(step, wall=wall)
         self.complete(step, weights, metrics)
         if not self.options.keep_checkpoints:
