@@ -1,0 +1,109 @@
+"""`familyc expand SPEC FROM TO --src --dst [--verify]`: the command, its sidecar and its refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchtitan.models.llama3", reason="--verify builds torchtitan's model")
+
+from conftest import REPO  # noqa: E402
+
+from familyc.backend.keys import model_keys  # noqa: E402
+from familyc.backend.model import build_model, plan_model_args  # noqa: E402
+from familyc.cli import app  # noqa: E402
+from familyc.compiler.derive_shapes import shape_of  # noqa: E402
+from familyc.expand.checkpoint import SIDECAR_FILE, load_state_dict, verify_sidecar, write_checkpoint  # noqa: E402
+from familyc.expand.operators import TargetTensor  # noqa: E402
+from familyc.plan.ir import loads  # noqa: E402
+
+SPEC = str(REPO / "specs" / "tiny.yaml")
+PLAN = loads((REPO / "plans" / "tiny.plan.json").read_text())
+runner = CliRunner()
+
+
+def save(state: dict[str, torch.Tensor], path: Path) -> Path:
+    items = [TargetTensor(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
+             for k, v in state.items()]
+    write_checkpoint(path, items, state.__getitem__, sidecar={"test": True})
+    return path
+
+
+@pytest.fixture(scope="module")
+def xs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An xs checkpoint with torchtitan's initialisation and perturbed norms (so copying them matters)."""
+    model = build_model(plan_model_args(PLAN, "xs"), seed=1)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for key, value in state.items():
+        if key.endswith("norm.weight"):
+            value.add_(0.1 * torch.randn(value.shape, generator=torch.Generator().manual_seed(len(key))))
+    return save(state, tmp_path_factory.mktemp("xs") / "xs")
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["expand", SPEC, *args], env={"COLUMNS": "200"})
+    assert "Traceback" not in result.output
+    return result.exit_code, result.output
+
+
+def test_expand_writes_the_next_members_weights_and_verifies(xs: Path, tmp_path: Path) -> None:
+    code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "s"), "--verify")
+    assert code == 0, output
+    assert "expanded xs -> s (none + zero_insert, exact)" in output
+    assert "verify xs -> s: max |delta logit|" in output
+    assert verify_sidecar(tmp_path / "s") == []
+    sidecar = json.loads((tmp_path / "s" / SIDECAR_FILE).read_text())
+    assert sidecar["plan_id"] == PLAN.plan_id and sidecar["exactness"] == "exact"
+    assert sidecar["source"]["shape"]["n_layers"] == 2 and sidecar["target"]["shape"]["n_layers"] == 4
+    assert sidecar["width"] == "none" and sidecar["depth"] == "zero_insert" and sidecar["seed"] == 0
+    grown = load_state_dict(tmp_path / "s")
+    assert float(grown["layers.1.attention.wo.weight"].abs().sum()) == 0.0  # a zero-inserted block
+    assert {k: tuple(v.shape) for k, v in grown.items()} == model_keys(shape_of(PLAN.member("s")))
+
+
+def test_operators_can_be_overridden_and_a_false_exact_claim_fails_verify(xs: Path, tmp_path: Path) -> None:
+    code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "stack"), "--depth", "stack",
+                          "--verify")
+    assert code == 0, output  # stack is declared approximate: verify reports, does not fail
+    assert "(none + stack, approximate)" in output and "mean KL(source || target)" in output
+    kl = float(output.split("mean KL(source || target) = ")[1].split()[0])
+    assert kl > 0
+
+
+def test_refusals_name_the_file_and_exit_1(xs: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    (existing / "keep.txt").write_text("mine")
+    code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(existing))
+    assert code == 1 and "already exists" in output and str(existing) in output
+    assert (existing / "keep.txt").read_text() == "mine" and len(list(existing.iterdir())) == 1
+
+    code, output = invoke("xs", "s", "--src", str(tmp_path / "missing"), "--dst", str(tmp_path / "d1"))
+    assert code == 1 and "missing" in output and not (tmp_path / "d1").exists()
+
+    code, output = invoke("s", "m", "--src", str(xs), "--dst", str(tmp_path / "d2"))  # an xs checkpoint is not s
+    assert code == 1 and "layers." in output and not (tmp_path / "d2").exists()
+
+    truncated = tmp_path / "truncated"
+    save(load_state_dict(xs), truncated)
+    data = truncated / "__0_0.distcp"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    code, output = invoke("xs", "s", "--src", str(truncated), "--dst", str(tmp_path / "d3"))
+    assert code == 1 and "truncated" in output and "__0_0.distcp" in output and not (tmp_path / "d3").exists()
+
+    wrong_dtype = {k: v.to(torch.float16) if k == "norm.weight" else v for k, v in load_state_dict(xs).items()}
+    code, output = invoke("xs", "s", "--src", str(save(wrong_dtype, tmp_path / "f16")), "--dst", str(tmp_path / "d4"))
+    assert code == 1 and "norm.weight" in output and "dtype" in output
+
+
+def test_usage_errors_exit_2(xs: Path, tmp_path: Path) -> None:
+    code, output = invoke("xss", "s", "--src", str(xs), "--dst", str(tmp_path / "d"))
+    assert code == 2 and "did you mean 'xs'?" in output
+    code, output = invoke("xs", "m", "--src", str(xs), "--dst", str(tmp_path / "d"))
+    assert code == 2 and "does not grow m from xs (it grows it from s)" in output
+    code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "d"), "--width", "wide")
+    assert code == 2 and "--width 'wide'" in output
