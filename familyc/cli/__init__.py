@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from familyc.cli import apply_command, expand_command, plan_commands  # noqa: F401  (commands register themselves)
+from familyc.cli import (  # noqa: F401  (commands register themselves)
+    apply_command,
+    expand_command,
+    plan_commands,
+    report_command,
+)
 from familyc.cli.app import app
 
 

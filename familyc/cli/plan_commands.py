@@ -83,9 +83,11 @@ def plan(
     fmt: Format = typer.Option(Format.text, "--format", help="What to print: the summary, the plan JSON, or Markdown."),
     check: Path | None = typer.Option(None, "--check",
                                       help="Exit 1 if this plan file is not what plan would write now."),
+    profile: Path | None = typer.Option(None, "--profile",
+                                        help="Predict times from a calibration profile (familyc calibrate)."),
 ) -> None:
     """Compile a spec into a plan: steps, tokens, LR, memory, FLOPs, time, GPU-hours and $."""
-    compiled = compile_spec(spec)
+    compiled = compile_spec(spec, profile=profile)
     text = ir.dumps(compiled)
     if check is not None:
         try:
@@ -100,8 +102,9 @@ def plan(
                 pass
             if old is not None:
                 render.render_text(diff_document(diff_plans(old, compiled)), err())
-            raise PlanError(f"{check} is stale: it is not what `familyc plan {spec}` writes now",
-                            hint=f"regenerate it: familyc plan {spec} -o {check}")
+            again = f"familyc plan {spec}" + (f" --profile {profile}" if profile else "")
+            raise PlanError(f"{check} is stale: it is not what `{again}` writes now",
+                            hint=f"regenerate it: {again} -o {check}")
         out().print(f"{check}: up to date (plan {compiled.plan_id})", markup=False)
         return
     if output is not None:

@@ -7,6 +7,7 @@ the clock or the network, so the same spec always compiles to the same plan byte
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 from familyc.compiler.assign_budgets import assign_budgets
@@ -18,7 +19,8 @@ from familyc.compiler.derive_shapes import derive_shapes
 from familyc.compiler.lower_to_cluster import lower_to_cluster
 from familyc.compiler.resolve_defaults import resolve_defaults
 from familyc.compiler.state import Compilation, Pass
-from familyc.errors import SpecError, UsageError
+from familyc.cost.calibration import Profile, read_profile
+from familyc.errors import FamilycError, SpecError, UsageError
 from familyc.plan.ir import Plan, SpecRef, with_plan_id
 from familyc.spec.loader import LoadedDocument, load_yaml
 from familyc.spec.schema import schema_diagnostics
@@ -67,16 +69,23 @@ def load_document(raw: bytes, file: str) -> LoadedDocument:
     return doc
 
 
-def compile_document(doc: LoadedDocument, spec_ref: SpecRef) -> Plan:
-    state = Compilation(doc=doc, spec_ref=spec_ref)
+def compile_document(doc: LoadedDocument, spec_ref: SpecRef, profile: Profile | None = None) -> Plan:
+    state = Compilation(doc=doc, spec_ref=spec_ref, profile=profile)
     for _name, run in PASSES:
         state = run(state)
     assert state.plan is not None
     return with_plan_id(state.plan)
 
 
-def compile_spec(path: Path) -> Plan:
-    """Read, validate and compile one spec file. Raises SpecError, UsageError."""
+def compile_spec(path: Path, *, profile: Path | None = None) -> Plan:
+    """Read, validate and compile one spec file. Raises SpecError, UsageError, FamilycError (profile)."""
     raw, shown = read_spec(path)
     doc = load_document(raw, shown)
-    return compile_document(doc, SpecRef(path=shown, sha256=hashlib.sha256(raw).hexdigest()))
+    measured = None if profile is None else replace(read_profile(profile), path=display_path(profile))
+    plan = compile_document(doc, SpecRef(path=shown, sha256=hashlib.sha256(raw).hexdigest()), measured)
+    if measured is not None and (measured.accelerator, measured.precision) != (plan.cluster.accelerator,
+                                                                              plan.cluster.precision):
+        raise FamilycError(f"{profile} measured {measured.accelerator}/{measured.precision}; {shown} plans "
+                           f"{plan.cluster.accelerator}/{plan.cluster.precision}",
+                           hint="calibrate on a run of the same accelerator and precision")
+    return plan

@@ -4,7 +4,9 @@ Needs: `steps`, `baseline`. Adds: `plan` (its plan_id is set once the last pass 
 - A train step's FLOPs are its tokens x its member's FLOPs per token (familyc.cost.flops,
   torchtitan's formula; the same function turns measured tokens into actual FLOPs).
 - Its time is FLOPs / (devices x peak x MFU); an expand step's time is the bytes it reads and
-  writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting.
+  writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting. With a calibration
+  profile (familyc.cost.calibration) the MFU is the measured one and each training stage adds
+  the measured start-up.
 - GPU-hours count every device of the allocation for the step's whole time; dollars are
   GPU-hours x price. Reported values are rounded (seconds to 0.1, GPU-hours to 0.001,
   dollars to 0.01, the saving to 4 digits) so the plan reads well; totals are rounded sums
@@ -21,6 +23,7 @@ from familyc.compiler.lower_to_cluster import device_memory
 from familyc.compiler.state import Compilation
 from familyc.cost import COST_MODEL_VERSION
 from familyc.cost.accelerators import accelerator
+from familyc.cost.calibration import shape_key
 from familyc.cost.flops import FLOPS_FORMULA, FLOPS_FORMULA_SOURCE, train_flops
 from familyc.cost.time import gpu_hours, io_seconds, train_seconds
 from familyc.plan.ir import (
@@ -28,6 +31,7 @@ from familyc.plan.ir import (
     ArchitecturePlan,
     Baseline,
     BudgetPlan,
+    CalibrationRef,
     ClusterPlan,
     CostModelRef,
     DataPlan,
@@ -49,10 +53,13 @@ def _costed(step: TrainStep | ExpandStep, c: Compilation, raw: dict[str, float])
     cluster = spec.cluster
     peak = accelerator(cluster.accelerator).peak(spec.training.precision)
     if isinstance(step, TrainStep):
-        per_token = c.member(step.member).flops_per_token
-        flops = train_flops(per_token, step.tokens)
-        seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=cluster.mfu)
-        step = replace(step, flops_per_step=train_flops(per_token, step.batch_tokens))
+        member = c.member(step.member)
+        flops = train_flops(member.flops_per_token, step.tokens)
+        mfu = c.profile.mfu_for(shape_key(member), step.devices) if c.profile else cluster.mfu
+        seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=mfu)
+        if c.profile:
+            seconds += c.profile.stage_overhead_seconds
+        step = replace(step, mfu=mfu, flops_per_step=train_flops(member.flops_per_token, step.batch_tokens))
     else:
         flops = 0
         seconds = io_seconds(step.bytes_read + step.bytes_written, gb_per_s=cluster.io_gb_per_s)
@@ -122,5 +129,8 @@ def attach_costs(c: Compilation) -> Compilation:
         budget=BudgetPlan(rule=spec.budget.rule, tokens_per_param=None if r is None else float(f"{r:.6g}"),
                           params=spec.budget.params),
         members=c.members, steps=steps, baseline=baseline, totals=totals, warnings=c.warnings,
+        calibration=None if c.profile is None else CalibrationRef(
+            path=c.profile.path, sha256=c.profile.sha256, mfu=c.profile.mfu,
+            stage_overhead_seconds=c.profile.stage_overhead_seconds),
     )
     return replace(c, plan=plan, steps=steps, baseline=tuple(baseline_members))

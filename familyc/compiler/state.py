@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from familyc.cost.calibration import Profile
 from familyc.plan.ir import BaselineMember, ExpandStep, MemberPlan, Plan, SpecRef, TrainStep
 from familyc.spec.loader import LoadedDocument
 from familyc.spec.model import FamilySpec
@@ -22,6 +23,8 @@ class StageBudget:
 class Compilation:
     doc: LoadedDocument
     spec_ref: SpecRef
+    profile: Profile | None = None
+    """A calibration profile: measured MFU and start-up replace the spec's assumption."""
     spec: FamilySpec | None = None
     """resolve_defaults: the typed spec."""
     members: tuple[MemberPlan, ...] = ()

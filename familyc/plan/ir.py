@@ -185,6 +185,8 @@ class TrainStep:
     max_lr: float
     schedule: Schedule
     memory: Memory
+    mfu: float = 0.0
+    """The MFU its predicted time assumes: the spec's, or a calibration profile's measurement."""
     flops_per_step: int = 0
     """FLOPs of one optimizer step: batch_tokens x the member's FLOPs per token."""
     flops: int = 0
@@ -238,6 +240,18 @@ class Baseline:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CalibrationRef:
+    """The measured profile the predicted times come from (`familyc plan --profile`)."""
+
+    path: str
+    sha256: str
+    mfu: float
+    """The profile's FLOP-weighted mean MFU (stages of a measured shape use their own)."""
+    stage_overhead_seconds: float
+    """Measured start-up per training stage, added to each stage's predicted time."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Totals:
     progressive_flops: int
     independent_flops: int
@@ -273,6 +287,7 @@ class Plan:
     baseline: Baseline
     totals: Totals
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    calibration: CalibrationRef | None = None
 
     def member(self, name: str) -> MemberPlan:
         return next(m for m in self.members if m.name == name)

@@ -24,11 +24,16 @@ STEP_RIGHT = frozenset({0, 3, 4, 5, 6, 9, 10, 11, 12, 13})
 def plan_document(plan: Plan) -> Document:
     c = plan.cluster
     t = plan.totals
+    if plan.calibration is None:
+        mfu = f"assumed MFU {units.percent(c.mfu)}"
+    else:
+        mfu = (f"MFU measured by {plan.calibration.path} (mean {units.percent(plan.calibration.mfu)}) plus "
+               f"{units.seconds(plan.calibration.stage_overhead_seconds)} start-up per stage")
     facts = (
         f"spec: {plan.spec.path} (sha256 {plan.spec.sha256[:12]})",
         f"cluster: {c.devices} x {c.accelerator_name} "
         f"({c.nodes} node{'s' if c.nodes != 1 else ''} x {c.gpus_per_node}), "
-        f"{c.precision} peak {units.flop_rate(c.peak_flops)}, assumed MFU {units.percent(c.mfu)}, "
+        f"{c.precision} peak {units.flop_rate(c.peak_flops)}, {mfu}, "
         f"{units.money(c.price_per_gpu_hour)} per GPU-hour",
         f"budget: {plan.budget.rule} rule"
         + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter"

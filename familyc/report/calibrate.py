@@ -1,0 +1,45 @@
+"""`familyc calibrate`: a run's measured throughput as a profile the next plan predicts from."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from familyc.cost.calibration import SHAPE_FIELDS, write_profile
+from familyc.errors import FamilycError
+from familyc.report.collect import open_run
+
+
+def calibrate(run_dir: Path, output: Path) -> dict[str, Any]:
+    """Write the profile; return its body. MFU is measured against the accelerator table's peak (for
+    cpu, familyc's reference core), so a plan that uses it reproduces the measured throughput."""
+    plan, run, state = open_run(run_dir)
+    stages = []
+    for step in [*plan.steps, *(b.train for b in plan.baseline.members)]:
+        st = state.steps.get(step.id)
+        if step.kind != "train" or st is None or st.status != "completed":
+            continue
+        m = st.metrics
+        if not m.get("train_seconds") or not m.get("flops"):
+            continue
+        member = plan.member(step.member)
+        devices = int(m.get("world_size") or step.devices)
+        mfu = m["flops"] / (m["train_seconds"] * devices * plan.cluster.peak_flops)
+        stages.append({"step": step.id, **{f: getattr(member, f) for f in SHAPE_FIELDS}, "devices": devices,
+                       "tokens": m.get("tokens"), "flops": m["flops"], "train_seconds": round(m["train_seconds"], 3),
+                       "wall_seconds": m.get("wall_seconds"),
+                       "tokens_per_second": round(m.get("tokens_per_second", 0), 1), "mfu": round(mfu, 6)})
+    if not stages:
+        raise FamilycError(f"{run_dir} has no completed training stage with metrics to calibrate from",
+                           hint="familyc apply it first")
+    total_flops = sum(s["flops"] for s in stages)
+    busy = sum(s["train_seconds"] * s["devices"] * plan.cluster.peak_flops for s in stages)
+    overheads = [s["wall_seconds"] - s["train_seconds"] for s in stages if isinstance(s["wall_seconds"], int | float)]
+    body = {"source": {"run_dir": str(run_dir), "plan_id": plan.plan_id, "family": plan.family.name},
+            "accelerator": plan.cluster.accelerator, "precision": plan.cluster.precision,
+            "peak_flops": plan.cluster.peak_flops, "mfu": round(total_flops / busy, 6),
+            "stage_overhead_seconds": round(statistics.median(overheads), 3) if overheads else 0.0,
+            "stages": stages}
+    write_profile(output, body)
+    return body

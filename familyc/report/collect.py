@@ -1,0 +1,295 @@
+"""One result object for `familyc report`: predicted against actual, the family's quality, what is missing.
+
+Built from the run directory alone (plan.json, state.json, every step's metrics.jsonl, the weights).
+A run that is still going, or failed, reports what exists and lists what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from familyc.errors import FamilycError
+from familyc.execute import metrics as stage_metrics
+from familyc.execute.rundir import RunDir
+from familyc.execute.state import COMPLETED, RunState
+from familyc.plan import ir
+from familyc.plan.ir import ExpandStep, Plan, TrainStep
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StepRow:
+    id: str
+    kind: str
+    member: str
+    family: str
+    """progressive or independent."""
+    status: str
+    tokens_planned: int
+    tokens_actual: int | None
+    predicted_flops: int
+    actual_flops: int | None
+    predicted_seconds: float
+    actual_seconds: float | None
+    """Wall time of the step's processes (start-up included), over all attempts."""
+    train_seconds: float | None
+    """Time inside torchtitan's training loop."""
+    predicted_tokens_per_second: float | None
+    actual_tokens_per_second: float | None
+    mfu: float | None
+    """Measured, against the accelerator's peak; None where no peak is known (cpu)."""
+    first_loss: float | None
+    final_loss: float | None
+    num_flops_per_token: int | None
+
+    @property
+    def errors(self) -> dict[str, float | None]:
+        """Relative error of each prediction, (actual - predicted) / predicted."""
+        def err(predicted: float, actual: float | None) -> float | None:
+            return None if actual is None or not predicted else (actual - predicted) / predicted
+
+        return {"tokens": err(self.tokens_planned, self.tokens_actual),
+                "flops": err(self.predicted_flops, self.actual_flops),
+                "seconds": err(self.predicted_seconds, self.actual_seconds)}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MemberQuality:
+    name: str
+    heldout_loss: float | None
+    baseline_heldout_loss: float | None
+
+    @property
+    def perplexity(self) -> float | None:
+        return math.exp(self.heldout_loss) if self.heldout_loss is not None else None
+
+    @property
+    def baseline_perplexity(self) -> float | None:
+        return math.exp(self.baseline_heldout_loss) if self.baseline_heldout_loss is not None else None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GrowthQuality:
+    id: str
+    source: str
+    target: str
+    exactness: str
+    loss_before: float | None
+    """Held-out loss of the trained source member."""
+    loss_after: float | None
+    """Held-out loss of the grown weights, before any training of the target."""
+    first_train_loss: float | None
+    """The target stage's first logged training loss (the same weights, a training batch)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PairKL:
+    small: str
+    large: str
+    kl_small_large: float
+    kl_large_small: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunReport:
+    run_dir: str
+    plan: Plan
+    steps: tuple[StepRow, ...]
+    members: tuple[MemberQuality, ...]
+    growth: tuple[GrowthQuality, ...]
+    kl: tuple[PairKL, ...]
+    kl_independent: tuple[PairKL, ...]
+    heldout: dict[str, Any]
+    missing: tuple[str, ...]
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    """Training loss against cumulative FLOPs, per member and baseline (for the plots)."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def totals(self) -> dict[str, Any]:
+        prog = [s for s in self.steps if s.family == "progressive"]
+        ind = [s for s in self.steps if s.family == "independent" and s.kind == "train"]
+        measured = all(s.actual_flops is not None for s in prog if s.kind == "train")
+        prog_flops = sum(s.actual_flops or 0 for s in prog)
+        ind_flops = sum(s.actual_flops or 0 for s in ind)
+        ind_done = bool(ind) and all(s.actual_flops is not None for s in ind)
+        t = self.plan.totals
+        mfus = [(s.mfu, s.actual_flops) for s in prog if s.mfu is not None and s.actual_flops]
+        return {
+            "predicted_flops": t.progressive_flops,
+            "actual_flops": prog_flops if measured else None,
+            "predicted_seconds": t.predicted_seconds,
+            "actual_seconds": sum(s.actual_seconds or 0.0 for s in prog) if measured else None,
+            "independent_predicted_flops": t.independent_flops,
+            "independent_actual_flops": ind_flops if ind_done else None,
+            "savings_planned": t.savings_fraction,
+            "savings_measured": (1 - prog_flops / ind_flops) if (measured and ind_done and ind_flops) else None,
+            "mfu_assumed": self.plan.cluster.mfu,
+            "mfu_measured": (sum(m * f for m, f in mfus) / sum(f for _, f in mfus)) if mfus else None,
+        }
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "schema_version": REPORT_SCHEMA_VERSION,
+            "run_dir": self.run_dir, "plan_id": self.plan.plan_id, "family": self.plan.family.name,
+            "accelerator": self.plan.cluster.accelerator, "complete": self.complete, "missing": list(self.missing),
+            "steps": [{**asdict(s), "errors": s.errors} for s in self.steps],
+            "members": [{**asdict(m), "perplexity": m.perplexity, "baseline_perplexity": m.baseline_perplexity}
+                        for m in self.members],
+            "growth": [asdict(g) for g in self.growth],
+            "kl": [asdict(k) for k in self.kl],
+            "kl_independent": [asdict(k) for k in self.kl_independent],
+            "heldout": self.heldout,
+            "totals": self.totals(),
+        }
+
+
+def _step_row(plan: Plan, run: RunDir, state: RunState, step: TrainStep | ExpandStep, family: str) -> StepRow:
+    st = state.steps.get(step.id)
+    m = st.metrics if st else {}
+    done = st is not None and st.status == COMPLETED
+    status = st.status if st else "pending"
+    known_peak = plan.cluster.accelerator != "cpu"
+    if isinstance(step, ExpandStep):
+        seconds = m.get("wall_seconds") if done else None
+        return StepRow(id=step.id, kind="expand", member=step.member, family=family, status=status, tokens_planned=0,
+                       tokens_actual=0 if done else None, predicted_flops=0, actual_flops=0 if done else None,
+                       predicted_seconds=step.predicted_seconds, actual_seconds=seconds, train_seconds=None,
+                       predicted_tokens_per_second=None, actual_tokens_per_second=None, mfu=None, first_loss=None,
+                       final_loss=None, num_flops_per_token=None)
+    if not done:  # a stage still running or failed: what its metrics say so far
+        records = stage_metrics.read_records(run.step_dir(step.id) / "metrics.jsonl")
+        summary = stage_metrics.summarize(records, batch_tokens=step.batch_tokens, peak_flops=plan.cluster.peak_flops)
+        m = summary.to_data() if summary else {}
+    predicted_tps = step.tokens / step.predicted_seconds if step.predicted_seconds else None
+    return StepRow(
+        id=step.id, kind="train", member=step.member, family=family, status=status, tokens_planned=step.tokens,
+        tokens_actual=m.get("tokens") if done else None, predicted_flops=step.flops,
+        actual_flops=m.get("flops") if done else None, predicted_seconds=step.predicted_seconds,
+        actual_seconds=m.get("wall_seconds") if done else None, train_seconds=m.get("train_seconds"),
+        predicted_tokens_per_second=predicted_tps, actual_tokens_per_second=m.get("tokens_per_second"),
+        mfu=m.get("mfu") if known_peak else None, first_loss=m.get("first_loss"), final_loss=m.get("final_loss"),
+        num_flops_per_token=m.get("num_flops_per_token"))
+
+
+def _curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[float, float]]]:
+    """Training loss against the family's cumulative FLOPs: progressive stages continue each other."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    offset = 0.0
+    for step in plan.steps:
+        if isinstance(step, TrainStep):
+            records = stage_metrics.read_records(run.step_dir(step.id) / "metrics.jsonl")
+            per_step = step.flops_per_step
+            curves[step.id] = [(offset + r["step"] * per_step, r["loss"]) for r in records
+                               if isinstance(r.get("loss"), int | float)]
+            offset += step.flops
+    for b in plan.baseline.members:
+        records = stage_metrics.read_records(run.step_dir(b.train.id) / "metrics.jsonl")
+        if records:
+            curves[b.train.id] = [(r["step"] * b.train.flops_per_step, r["loss"]) for r in records
+                                  if isinstance(r.get("loss"), int | float)]
+    return curves
+
+
+def open_run(run_dir: Path) -> tuple[Plan, RunDir, RunState]:
+    run = RunDir(run_dir)
+    if not run_dir.is_dir():
+        raise FamilycError(f"{run_dir}: no such directory")
+    if not run.is_run_dir() or not run.plan_path.is_file():
+        raise FamilycError(f"{run_dir} is not a familyc run directory (no state.json and plan.json)",
+                           hint="familyc apply creates one; pass its --run-dir")
+    plan = ir.loads(run.plan_path.read_text(encoding="utf-8"), source=str(run.plan_path))
+    state = RunState.load(run.state_path)
+    if state.plan_id != plan.plan_id:
+        raise FamilycError(f"{run.state_path} belongs to plan {state.plan_id}, plan.json is {plan.plan_id}")
+    return plan, run, state
+
+
+def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768) -> RunReport:
+    """The report of a run directory; `evaluate=False` skips the held-out evaluation (no torch needed)."""
+    plan, run, state = open_run(run_dir)
+    steps = [_step_row(plan, run, state, s, "progressive") for s in plan.steps]
+    baseline_ran = any(state.steps.get(b.train.id) and state.step(b.train.id).status != "pending"
+                       for b in plan.baseline.members)
+    if baseline_ran:
+        steps += [_step_row(plan, run, state, b.train, "independent") for b in plan.baseline.members]
+    missing = [f"{s.id} is {s.status}" for s in steps if s.status != COMPLETED]
+    members, growth, kl, kl_ind, heldout = _quality(plan, run, state, evaluate=evaluate, max_tokens=max_tokens,
+                                                    missing=missing)
+    return RunReport(run_dir=str(run_dir), plan=plan, steps=tuple(steps), members=members, growth=growth, kl=kl,
+                     kl_independent=kl_ind, heldout=heldout, missing=tuple(missing), curves=_curves(plan, run))
+
+
+def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_tokens: int,
+             missing: list[str]) -> tuple[tuple[MemberQuality, ...], tuple[GrowthQuality, ...], tuple[PairKL, ...],
+                                         tuple[PairKL, ...], dict[str, Any]]:
+    from familyc.report.quality import available_weights
+
+    weights = available_weights(plan, run, state)
+    evaluator = None
+    heldout: dict[str, Any] = {}
+    if evaluate and weights:
+        evaluator, heldout = _evaluator(plan, run, max_tokens, missing)
+    if evaluator is None:
+        missing.append("held-out evaluation (not run)" if not evaluate else "held-out evaluation (no weights)")
+
+    def loss(step_id: str) -> float | None:
+        return evaluator.loss(weights[step_id]) if evaluator and step_id in weights else None
+
+    members = tuple(MemberQuality(name=m.name, heldout_loss=loss(f"train-{m.name}"),
+                                  baseline_heldout_loss=loss(f"baseline-{m.name}")) for m in plan.members)
+    growth = []
+    for step in plan.steps:
+        if isinstance(step, ExpandStep):
+            target_train = plan.step(f"train-{step.member}")
+            first = state.steps.get(target_train.id)
+            growth.append(GrowthQuality(id=step.id, source=step.source, target=step.member, exactness=step.exactness,
+                                        loss_before=loss(f"train-{step.source}"), loss_after=loss(step.id),
+                                        first_train_loss=first.metrics.get("first_loss") if first else None))
+
+    def pairs(prefix: str) -> tuple[PairKL, ...]:
+        out = []
+        names = [m.name for m in plan.members]
+        for small, large in zip(names, names[1:], strict=False):
+            a, b = f"{prefix}-{small}", f"{prefix}-{large}"
+            if evaluator and a in weights and b in weights:
+                kl_sl, kl_ls = evaluator.kl(weights[a], weights[b])
+                out.append(PairKL(small=small, large=large, kl_small_large=kl_sl, kl_large_small=kl_ls))
+        return tuple(out)
+
+    return members, tuple(growth), pairs("train"), pairs("baseline"), heldout
+
+
+def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> tuple[Any, dict[str, Any]]:
+    try:
+        from familyc.execute.data import heldout_dir
+        from familyc.report.quality import Evaluator
+    except ImportError as exc:  # the planning-only install has no torch
+        missing.append(f"held-out evaluation (needs the train extra: {exc.name})")
+        return None, {}
+    folder = heldout_dir(plan, run)
+    tokenizer = _tokenizer_dir(plan, run)
+    if folder is None or tokenizer is None:
+        missing.append("held-out evaluation (this run's data has no held-out split familyc made)")
+        return None, {}
+    evaluator = Evaluator(plan, run, folder, tokenizer, max_tokens=max_tokens)
+    return evaluator, {"path": run.relative(folder), "tokens": evaluator.heldout.tokens,
+                       "documents": evaluator.heldout.documents}
+
+
+def _tokenizer_dir(plan: Plan, run: RunDir) -> Path | None:
+    job_files = sorted(run.root.glob("steps/*/job.toml"))
+    for job in job_files:  # the tokenizer the stages trained with
+        for line in job.read_text().splitlines():
+            if line.startswith("hf_assets_path"):
+                path = Path(json.loads(line.split("=", 1)[1].strip()))
+                if (path / "tokenizer.json").is_file():
+                    return path
+    return None

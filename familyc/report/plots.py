@@ -1,0 +1,107 @@
+"""The report's pictures (PNG): loss against compute, predicted against actual, KL of neighbours.
+
+matplotlib with the non-interactive Agg backend; every figure is written deterministically
+(fixed size, DPI and metadata) so reruns produce the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from familyc.report.collect import RunReport
+
+DPI = 110
+_METADATA = {"Software": None}  # no matplotlib version or date in the PNG
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def loss_vs_flops(report: RunReport, path: Path) -> Path:
+    """The paper's picture: every member's and baseline's training loss against cumulative FLOPs."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for label, points in report.curves.items():
+        if not points:
+            continue
+        xs, ys = zip(*points, strict=True)
+        baseline = label.startswith("baseline-")
+        ax.plot(xs, ys, linestyle="--" if baseline else "-", linewidth=1.2,
+                label=("independent " if baseline else "progressive ") + label.split("-", 1)[1])
+    for member in report.members:
+        step = report.plan.step(f"train-{member.name}")
+        if member.heldout_loss is not None:
+            end = sum(s.flops for s in report.plan.steps[: report.plan.steps.index(step) + 1])
+            ax.plot([end], [member.heldout_loss], marker="o", color="black", markersize=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("cumulative training FLOPs (torchtitan's formula)")
+    ax.set_ylabel("training loss (dots: held-out loss)")
+    ax.set_title(f"{report.plan.family.name}: progressive vs independent")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata=_METADATA)
+    plt.close(fig)
+    return path
+
+
+def predicted_vs_actual(report: RunReport, path: Path) -> Path:
+    plt = _pyplot()
+    rows = [s for s in report.steps if s.kind == "train"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    positions = range(len(rows))
+    ax.bar([p - 0.2 for p in positions], [s.predicted_seconds for s in rows], width=0.4, label="predicted")
+    ax.bar([p + 0.2 for p in positions], [s.actual_seconds or 0.0 for s in rows], width=0.4, label="actual (wall)")
+    ax.bar([p + 0.2 for p in positions], [s.train_seconds or 0.0 for s in rows], width=0.25, color="black",
+           alpha=0.35, label="actual (training loop)")
+    ax.set_xticks(list(positions), [s.id for s in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("seconds")
+    ax.set_title("predicted vs actual time per stage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata=_METADATA)
+    plt.close(fig)
+    return path
+
+
+def kl_pairs(report: RunReport, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{k.small}-{k.large}" for k in report.kl]
+    positions = list(range(len(labels)))
+    width = 0.2
+    series = [("progressive KL(small||large)", [k.kl_small_large for k in report.kl]),
+              ("progressive KL(large||small)", [k.kl_large_small for k in report.kl])]
+    independent = {(k.small, k.large): k for k in report.kl_independent}
+    if independent:
+        series += [("independent KL(small||large)",
+                    [independent[(k.small, k.large)].kl_small_large if (k.small, k.large) in independent else 0.0
+                     for k in report.kl]),
+                   ("independent KL(large||small)",
+                    [independent[(k.small, k.large)].kl_large_small if (k.small, k.large) in independent else 0.0
+                     for k in report.kl])]
+    for i, (label, values) in enumerate(series):
+        ax.bar([p + (i - (len(series) - 1) / 2) * width for p in positions], values, width=width, label=label)
+    ax.set_xticks(positions, labels)
+    ax.set_ylabel("nats per token (held-out)")
+    ax.set_title("KL divergence between adjacent members")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata=_METADATA)
+    plt.close(fig)
+    return path
+
+
+def write_plots(report: RunReport, folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"loss_vs_flops": loss_vs_flops(report, folder / "loss_vs_flops.png"),
+           "predicted_vs_actual": predicted_vs_actual(report, folder / "predicted_vs_actual.png")}
+    if report.kl:
+        out["kl"] = kl_pairs(report, folder / "kl_adjacent.png")
+    return out

@@ -1,0 +1,109 @@
+"""The family's quality on held-out text: loss per member, across each growth, KL between neighbours.
+
+Evaluating loads models, so results are cached in RUN_DIR/report/quality.json, keyed by the sha256
+of the weights' files and of the held-out text: a report on an unchanged run re-evaluates nothing,
+and any retrained member is evaluated again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from familyc.execute.rundir import MEMBER_SIDECAR, RunDir
+from familyc.execute.state import COMPLETED, RunState
+from familyc.plan.ir import ExpandStep, Plan, TrainStep
+
+CACHE_FILE = "quality.json"
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Weights:
+    """A checkpoint to evaluate, as the member whose shape it has."""
+
+    label: str
+    member: str
+    path: Path
+    sidecar: str
+
+    def digest(self) -> str:
+        files = json.loads((self.path / self.sidecar).read_text())["files"]
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def available_weights(plan: Plan, run: RunDir, state: RunState) -> dict[str, Weights]:
+    """Completed members, baselines and expansions, by step id."""
+    out = {}
+    for step in list(plan.steps) + [b.train for b in plan.baseline.members]:
+        if state.steps.get(step.id) is None or state.step(step.id).status != COMPLETED:
+            continue
+        path = run.weights(step)
+        sidecar = "familyc-expansion.json" if isinstance(step, ExpandStep) else MEMBER_SIDECAR
+        if (path / sidecar).is_file():
+            out[step.id] = Weights(label=step.id, member=step.member, path=path, sidecar=sidecar)
+    return out
+
+
+class Evaluator:
+    """Held-out loss and KL with a cache; models are loaded once each and kept while needed."""
+
+    def __init__(self, plan: Plan, run: RunDir, heldout_dir: Path, tokenizer_dir: Path, *, max_tokens: int) -> None:
+        from familyc.backend.evaluate import load_heldout
+
+        seq_len = plan.architecture.seq_len
+        self.plan, self.run = plan, run
+        self.heldout = load_heldout(heldout_dir, tokenizer_dir, seq_len=seq_len, max_tokens=max_tokens)
+        text_digest = hashlib.sha256(self.heldout.windows.numpy().tobytes()).hexdigest()
+        self.cache_path = run.root / "report" / CACHE_FILE
+        self.cache: dict[str, Any] = {"version": CACHE_VERSION, "heldout": text_digest, "loss": {}, "kl": {}}
+        if self.cache_path.is_file():
+            try:
+                cached = json.loads(self.cache_path.read_text())
+                if cached.get("version") == CACHE_VERSION and cached.get("heldout") == text_digest:
+                    self.cache = cached
+            except (OSError, json.JSONDecodeError):
+                pass
+        self._models: dict[str, Any] = {}
+
+    def _model(self, weights: Weights) -> Any:
+        from familyc.backend.evaluate import load_member
+
+        if weights.label not in self._models:
+            self._models[weights.label] = load_member(self.plan, weights.member, weights.path)
+        return self._models[weights.label]
+
+    def loss(self, weights: Weights) -> float:
+        from familyc.backend.evaluate import heldout_loss
+
+        key = weights.digest()
+        if key not in self.cache["loss"]:
+            self.cache["loss"][key] = heldout_loss(self._model(weights), self.heldout)
+            self._save()
+        return float(self.cache["loss"][key])
+
+    def kl(self, small: Weights, large: Weights) -> tuple[float, float]:
+        from familyc.backend.evaluate import kl_both_ways
+
+        key = f"{small.digest()}:{large.digest()}"
+        if key not in self.cache["kl"]:
+            self.cache["kl"][key] = list(kl_both_ways(self._model(small), self._model(large), self.heldout))
+            self._save()
+        small_large, large_small = self.cache["kl"][key]
+        return float(small_large), float(large_small)
+
+    def release(self, label: str) -> None:
+        self._models.pop(label, None)
+
+    def _save(self) -> None:
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        self.cache_path.write_text(json.dumps(self.cache, indent=1, sort_keys=True) + "\n")
+
+
+def train_step_of(plan: Plan, member: str, *, baseline: bool) -> TrainStep:
+    step = plan.step(f"{'baseline' if baseline else 'train'}-{member}")
+    assert isinstance(step, TrainStep)
+    return step
