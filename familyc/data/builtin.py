@@ -1,4 +1,4 @@
-"""The built-in demo corpus (`stdlib-docstrings`) and its tokenizer (`bpe-2048`), built offline.
+"""The built-in corpora (`stdlib-docstrings`, `stdlib-source`) and their tokenizer (`bpe-2048`), built offline.
 
 Every Python ships its standard library, so its docstrings are a corpus that needs no network
 and no vendored data (PSF licence). Documents are the docstrings of modules, classes and
@@ -16,6 +16,12 @@ of file order, and a text can never be in both splits.
 where key hashes everything the bytes depend on (the standard library's sources, Python's
 version, the tokenizers version, the parameters, BUILDER_VERSION), and finds it again after.
 The corpus depends on the Python version: 3.11 and 3.12 give different documents.
+
+`stdlib-source` is the larger corpus of the CPU benchmark (benchmarks/family_cpu.py): every
+`*.py` file of the standard library, tests included (31.5 MB, about 10.5M tokens of BPE-2048 on
+Python 3.11), one document per file, split and built the same way. Learning to continue real
+Python code is a task a few million tokens do not exhaust, so the benchmark measures learning
+rather than memorising (each member sees well under one epoch).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from familyc.data.bpe import BOS, EOS, build_bpe_tokenizer, count_tokens, read_t
 from familyc.errors import FamilycError
 
 NAME = "stdlib-docstrings"
+SOURCE = "stdlib-source"
+CORPORA = (NAME, SOURCE)
 BUILDER_VERSION = 1
 """Bump when the extraction, the split or the file layout changes: it is part of the cache key."""
 MIN_CHARS = 200
@@ -72,10 +80,25 @@ class Assets:
 
 # --- the corpus -------------------------------------------------------------------------------
 
-def _source_files(stdlib: Path) -> list[Path]:
+def _source_files(stdlib: Path, corpus: str = NAME) -> list[Path]:
+    if corpus == SOURCE:  # every module, tests included (they are real code too)
+        return sorted(p for p in stdlib.rglob("*.py")
+                      if "site-packages" not in p.relative_to(stdlib).parts and not p.parent.name.startswith("config-"))
     files = sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py"))
     return [p for p in files
             if not _SKIP_PARTS & set(p.relative_to(stdlib).parts) and not p.parent.name.startswith("config-")]
+
+
+def source_documents(stdlib: Path | None = None) -> Iterator[tuple[str, str]]:
+    """(relative path, text) of every standard-library module longer than MIN_CHARS that is UTF-8."""
+    root = Path(stdlib or sysconfig.get_paths()["stdlib"])
+    for path in _source_files(root, SOURCE):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if len(text) > MIN_CHARS:
+            yield path.relative_to(root).as_posix(), text
 
 
 def _statements(node: ast.AST) -> Iterator[ast.AST]:
@@ -123,6 +146,13 @@ def split_of(text: str, *, heldout_fraction: float, seed: int) -> str:
 
 def build_stdlib_docstrings(out_dir: Path | str, heldout_fraction: float = 0.05, seed: int = 0) -> CorpusStats:
     """Write `out_dir/train/docs.jsonl` and `out_dir/heldout/docs.jsonl` (see the module docstring)."""
+    return build_corpus(out_dir, NAME, heldout_fraction=heldout_fraction, seed=seed)
+
+
+def build_corpus(out_dir: Path | str, corpus: str, *, heldout_fraction: float = 0.05, seed: int = 0) -> CorpusStats:
+    """Write one of CORPORA as `out_dir/{train,heldout}/docs.jsonl`."""
+    if corpus not in CORPORA:
+        raise FamilycError(f"unknown builtin corpus {corpus!r}", hint="known: " + ", ".join(CORPORA))
     if not 0.0 <= heldout_fraction < 1.0:
         raise FamilycError(f"heldout_fraction must be in [0, 1), not {heldout_fraction}")
     out = Path(out_dir)
@@ -130,7 +160,7 @@ def build_stdlib_docstrings(out_dir: Path | str, heldout_fraction: float = 0.05,
     sizes = dict.fromkeys(SPLITS, 0)
     seen: set[str] = set()
     duplicates = 0
-    for doc_id, text in stdlib_documents():
+    for doc_id, text in (stdlib_documents() if corpus == NAME else source_documents()):
         if text in seen:
             duplicates += 1
             continue
@@ -152,14 +182,15 @@ def _sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cache_key(*, heldout_fraction: float, seed: int, vocab_size: int) -> tuple[str, dict]:
+def _cache_key(*, corpus: str = NAME, heldout_fraction: float, seed: int, vocab_size: int) -> tuple[str, dict]:
     """The hash of everything the output bytes depend on, and those inputs for the manifest."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     sources = hashlib.sha256()
-    files = _source_files(stdlib)
+    files = _source_files(stdlib, corpus)
     for path in files:
         sources.update(path.relative_to(stdlib).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     inputs = {
+        **({"corpus": corpus} if corpus != NAME else {}),  # absent for the first corpus: its cache keys stay
         "builder_version": BUILDER_VERSION,
         "python": ".".join(map(str, sys.version_info[:3])),
         "tokenizers": metadata.version("tokenizers"),
@@ -175,7 +206,8 @@ def _cache_key(*, heldout_fraction: float, seed: int, vocab_size: int) -> tuple[
 
 
 def _build(root: Path, inputs: dict) -> None:
-    corpus = build_stdlib_docstrings(root, heldout_fraction=inputs["heldout_fraction"], seed=inputs["seed"])
+    name = inputs.get("corpus", NAME)
+    corpus = build_corpus(root, name, heldout_fraction=inputs["heldout_fraction"], seed=inputs["seed"])
     tokenizer = build_bpe_tokenizer(root / "tokenizer", inputs["vocab_size"], train_dir=root / "train")
     splits = {
         split: {"documents": corpus.documents[split], "bytes": corpus.bytes[split],
@@ -185,7 +217,7 @@ def _build(root: Path, inputs: dict) -> None:
     files = sorted(p for p in root.rglob("*") if p.is_file())
     manifest = {
         "schema_version": 1,
-        "name": NAME,
+        "name": name,
         "inputs": inputs,
         "splits": splits,
         "duplicates_dropped": corpus.duplicates_dropped,
@@ -210,15 +242,17 @@ def _open(root: Path) -> Assets:
                   manifest_sha256=_sha256_file(manifest_path), manifest=manifest)
 
 
-def ensure_builtin_assets(cache_dir: Path | str, *, heldout_fraction: float = 0.05, seed: int = 0,
+def ensure_builtin_assets(cache_dir: Path | str, *, corpus: str = NAME, heldout_fraction: float = 0.05, seed: int = 0,
                           vocab_size: int = 2048) -> Assets:
-    """The built-in corpus and tokenizer under `cache_dir`, built there first if this content is new.
+    """A built-in corpus and its tokenizer under `cache_dir`, built there first if this content is new.
 
     Safe against concurrent callers: each builds into its own temporary folder and renames it into
     place; a loser of the race discards its copy and uses the winner's (the bytes are the same)."""
+    if corpus not in CORPORA:
+        raise FamilycError(f"unknown builtin corpus {corpus!r}", hint="known: " + ", ".join(CORPORA))
     cache = Path(cache_dir).resolve()
-    key, inputs = _cache_key(heldout_fraction=heldout_fraction, seed=seed, vocab_size=vocab_size)
-    root = cache / f"{NAME}-{key[:16]}"
+    key, inputs = _cache_key(corpus=corpus, heldout_fraction=heldout_fraction, seed=seed, vocab_size=vocab_size)
+    root = cache / f"{corpus}-{key[:16]}"
     if not root.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache))

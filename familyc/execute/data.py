@@ -106,7 +106,9 @@ def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInpu
         from familyc.data import ensure_builtin_assets
 
         vocab = BUILTIN_TOKENIZER_VOCAB.get(tokenizer.name, 2048) if tokenizer.kind == "builtin" else 2048
-        builtin = ensure_builtin_assets(run.assets, heldout_fraction=data.heldout_fraction, vocab_size=vocab)
+        corpus = data.name if data.kind == "builtin" else "stdlib-docstrings"  # the builtin tokenizer's text
+        builtin = ensure_builtin_assets(run.assets, corpus=corpus, heldout_fraction=data.heldout_fraction,
+                                        vocab_size=vocab)
     offline = True
     if data.kind == "builtin":
         assert builtin is not None
@@ -134,10 +136,53 @@ def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInpu
     return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline)
 
 
+def run_tokenizer_dir(plan: Plan, run: RunDir) -> Path:
+    """The tokenizer folder the run trained with, found without building or downloading anything (export).
+
+    builtin: the run's assets/stdlib-docstrings-*/tokenizer/ whose manifest names the plan's vocabulary
+    and held-out fraction, its tokenizer files checked against the manifest; path: resolved from the
+    spec's folder as prepare_data resolves it (relative to the working directory apply ran in)."""
+    tokenizer = plan.tokenizer
+    if tokenizer.kind == "builtin":
+        vocab = BUILTIN_TOKENIZER_VOCAB.get(tokenizer.name, 2048)
+        found = []
+        for root in sorted(run.assets.glob("stdlib-docstrings-*")):
+            try:
+                manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+                inputs = manifest["inputs"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # an unfinished build
+            if inputs.get("vocab_size") == vocab and inputs.get("heldout_fraction") == plan.data.heldout_fraction:
+                found.append((root, manifest))
+        if not found:
+            raise FamilycError(f"{run.assets} holds no builtin tokenizer {tokenizer.name}",
+                               hint="the run's assets are made by familyc apply; was this run directory copied "
+                                    "without its assets/ folder?")
+        if len(found) > 1:
+            raise FamilycError(f"{run.assets} holds {len(found)} builtin {tokenizer.name} tokenizers "
+                               f"({', '.join(root.name for root, _ in found)}): built by different Pythons, "
+                               "so which one trained the members is not known")
+        root, manifest = found[0]
+        for name, digest in manifest.get("files", {}).items():
+            if name.startswith("tokenizer/") and (not (root / name).is_file()
+                                                  or hashlib.sha256((root / name).read_bytes()).hexdigest() != digest):
+                raise FamilycError(f"{root / name} is missing or does not match {root / 'manifest.json'}")
+        folder = root / "tokenizer"
+    elif tokenizer.kind == "path":
+        folder = (spec_directory(plan, None) / tokenizer.name).resolve()
+    else:
+        raise FamilycError(f"tokenizer {{hf: {tokenizer.name}}} is not on this machine: familyc downloads nothing")
+    if not (folder / "tokenizer.json").is_file():
+        raise FamilycError(f"{folder} holds no tokenizer.json (the tokenizer: entry of {plan.spec.path})",
+                           hint="run familyc from the folder you ran familyc apply in: relative paths are "
+                                "read from the spec's folder")
+    return folder
+
+
 def heldout_dir(plan: Plan, run: RunDir) -> Path | None:
     """The held-out split of the run's data, when familyc made one (report and calibration read it)."""
     if plan.data.kind == "builtin":
-        for root in sorted(run.assets.glob("stdlib-docstrings-*")):
+        for root in sorted(run.assets.glob(f"{plan.data.name}-*")):
             if (root / "heldout").is_dir():
                 return root / "heldout"
     if plan.data.kind == "path":
