@@ -7,6 +7,8 @@ Environment (or the options of the same name, which take precedence):
     FAMILYC_FLAVORS  --familyc.flavors PATH   JSON of the model sizes (see flavors.py); needed
                                               unless the TOML names one of torchtitan's flavors
     FAMILYC_METRICS  --familyc.metrics PATH   rank 0 appends one JSON line per logged step
+    FAMILYC_DATA_START PATH                   continue the data stream where the stage that wrote PATH stopped
+    FAMILYC_DATA_END PATH                     after the last step, write every rank's data position there
 Every other argument goes to torchtitan's ConfigManager, so `--training.steps 6` overrides the TOML.
 Without torchrun, the single-process variables torchtitan needs (RANK, LOCAL_RANK, WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT) are set when absent; HF_HUB_OFFLINE and HF_DATASETS_OFFLINE default to 1
@@ -36,6 +38,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 METRICS_ENV = "FAMILYC_METRICS"
+DATA_START_ENV = "FAMILYC_DATA_START"
+DATA_END_ENV = "FAMILYC_DATA_END"
 FLAVORS_ENV = "FAMILYC_FLAVORS"
 EXIT_NONFINITE_LOSS = 3
 EXIT_CONFIG = 2
@@ -128,6 +132,52 @@ def _plain(value: Any) -> Any:
     return item() if callable(item) else value
 
 
+# --- where in the data a stage starts and ends ---------------------------------------------------
+
+def _dataset(trainer: Any) -> Any:
+    """torchtitan 0.2.2's HuggingFaceTextDataset behind the trainer's stateful dataloader."""
+    return getattr(trainer.dataloader, "dataset", None)
+
+
+def _start_data_at(trainer: Any, path: str | None) -> None:
+    """Continue the data stream where the previous stage stopped (each rank at its own position).
+
+    torchtitan resumes a dataset from `_sample_idx` (documents consumed by this rank's shard); a stage
+    that resumes from its own checkpoint overwrites this with the checkpoint's position, as it should."""
+    import torch
+
+    if not path:
+        return
+    from torchtitan.tools.logging import logger
+
+    dataset = _dataset(trainer)
+    position = json.loads(Path(path).read_text(encoding="utf-8"))
+    world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    if position.get("world_size") != world or dataset is None or not hasattr(dataset, "_sample_idx"):
+        logger.warning(f"familyc stage: cannot continue the data stream from {path} "
+                       f"(written by {position.get('world_size')} ranks, this stage has {world}); starting at 0")
+        return
+    dataset._sample_idx = int(position["sample_idx"][rank])
+    logger.info(f"familyc stage: data starts at document {dataset._sample_idx} of rank {rank}'s shard")
+
+
+def _record_data_position(trainer: Any, path: str | None) -> None:
+    """Write every rank's data position after the last step (rank 0 writes the file)."""
+    import torch
+
+    if not path:
+        return
+    dataset = _dataset(trainer)
+    mine = int(getattr(dataset, "_sample_idx", 0))
+    positions: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(positions, mine)
+    if torch.distributed.get_rank() == 0:
+        out = Path(path)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps({"world_size": len(positions), "sample_idx": positions}) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+
+
 # --- the stage ----------------------------------------------------------------------------------
 
 def _trainer_class() -> type:
@@ -193,7 +243,9 @@ def run(argv: list[str]) -> int:
                                             num_flops_per_token=processor.num_flops_per_token,
                                             peak_flops=None if on_cpu else processor.gpu_peak_flops,
                                             world_size=torch.distributed.get_world_size())
+        _start_data_at(trainer, os.environ.get(DATA_START_ENV))
         trainer.train()
+        _record_data_position(trainer, os.environ.get(DATA_END_ENV))
     except NonFiniteLossError as exc:
         print(f"familyc stage: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_NONFINITE_LOSS)  # no close(): peers may be waiting in a collective; torchrun stops them

@@ -12,7 +12,9 @@ with costs still zero. Per train step:
   no checkpointing at the largest micro-batch that fits; only when even one sequence does
   not fit, selective, then full (unless the spec fixes either);
 - the LR schedule: warmup (steps, or a fraction of the stage), restarted after growth only
-  when the spec says so, then the decay.
+  when the spec says so, then the decay;
+- the data: with data.progressive_stages = continue, each progressive stage starts reading where
+  the one before it stopped (so the family sees no text twice while the corpus lasts).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ def lower_to_cluster(c: Compilation) -> Compilation:
     warnings: list[str] = []
     budgets = {b.member: b for b in c.budgets}
     steps: list[TrainStep | ExpandStep] = []
+    previous: str | None = None
     for m in c.members:
         g = spec.growth_into(m.name)
         init_from = None
@@ -139,8 +142,12 @@ def lower_to_cluster(c: Compilation) -> Compilation:
             expand = _expand_step(c, g)
             steps.append(expand)
             init_from = expand.id
-        steps.append(_train_step(c, m, step_id=f"train-{m.name}", tokens_requested=budgets[m.name].tokens_requested,
-                                 source=g.source if g else None, init_from=init_from, warnings=warnings))
+        train = _train_step(c, m, step_id=f"train-{m.name}", tokens_requested=budgets[m.name].tokens_requested,
+                            source=g.source if g else None, init_from=init_from, warnings=warnings)
+        if spec.data.progressive_stages == "continue" and previous is not None:
+            train = replace(train, data_continues_from=previous)
+        steps.append(train)
+        previous = train.id
     baseline = []
     for m in c.members:
         train = _train_step(c, m, step_id=f"baseline-{m.name}", source=None, init_from=None,

@@ -177,7 +177,8 @@ def _build(r: _Reader) -> FamilySpec:
     ds = d["data"]["dataset"]
     kind = next(k for k in ("builtin", "hf", "path") if k in ds)
     data = DatasetSpec(kind=kind, name=ds[kind], config=ds.get("config"), split=ds.get("split", "train"),
-                       heldout_fraction=float(d["data"]["heldout_fraction"]))
+                       heldout_fraction=float(d["data"]["heldout_fraction"]),
+                       progressive_stages=d["data"]["progressive_stages"])
     tok = d["tokenizer"]
     tok_kind = next(k for k in ("builtin", "hf", "path") if k in tok)
     c = d["cluster"]

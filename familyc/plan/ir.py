@@ -57,6 +57,7 @@ class DataPlan:
     config: str | None
     split: str
     heldout_fraction: float
+    progressive_stages: str = "continue"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -167,6 +168,8 @@ class TrainStep:
     """The member this one was grown from (None: from scratch)."""
     init_from: str | None
     """The expand step whose output initialises the weights (None: random init)."""
+    data_continues_from: str | None = None
+    """The train step whose data position this one starts at (None: the first document)."""
     tokens: int
     tokens_requested: int
     """What the budget rule asked for, before rounding to whole steps."""

@@ -39,6 +39,10 @@ def plan_document(plan: Plan) -> Document:
         + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter"
            if plan.budget.tokens_per_param else "")
         + f"; optimizer after growth: {plan.training.optimizer_after_growth}",
+        f"data: {plan.data.kind} {plan.data.name}, {units.percent(plan.data.heldout_fraction)} held out; "
+        f"tokenizer: {plan.tokenizer.kind} {plan.tokenizer.name}; progressive stages "
+        + ("continue in the data stream" if plan.data.progressive_stages == "continue" else
+           "each restart at the first document"),
         f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; "
         f"cost model v{plan.cost_model.version})",
     )

@@ -120,6 +120,8 @@ class DatasetSpec:
     config: str | None
     split: str
     heldout_fraction: float
+    progressive_stages: str
+    """continue or restart (see the schema)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
