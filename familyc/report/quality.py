@@ -70,10 +70,13 @@ class Evaluator:
         self._models: dict[str, Any] = {}
 
     def _model(self, weights: Weights) -> Any:
+        import torch
+
         from familyc.backend.evaluate import load_member
 
         if weights.label not in self._models:
-            self._models[weights.label] = load_member(self.plan, weights.member, weights.path)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._models[weights.label] = load_member(self.plan, weights.member, weights.path, device=device)
         return self._models[weights.label]
 
     def loss(self, weights: Weights) -> float:

@@ -1,0 +1,167 @@
+"""Does the method work at CPU scale? Progressive (LR per size), progressive (one LR) and independent families.
+
+    .venv/bin/python benchmarks/family_cpu.py [--work DIR] [--update BENCHMARKS.md] [--heldout-tokens N]
+
+Trains, on the same data (the standard library's source, `stdlib-source`) and tokenizer:
+  progressive, LR per size   plans/bench_cpu.plan.json             (specs/bench_cpu.yaml)
+  progressive, one LR        plans/bench_cpu_constant_lr.plan.json (specs/bench_cpu_constant_lr.yaml: the same
+                             family with the largest member's peak LR for every member — the paper's ablation)
+  independent                the baseline of the first plan: every member from scratch, tokens in proportion
+                             to its parameters (`familyc apply --baselines`)
+then evaluates every member on the held-out split (never trained on) with `familyc report`, and writes
+benchmarks/results/family_cpu.json and, with --update, the "Family on CPU" section of BENCHMARKS.md.
+Targets (the paper's claims): progressive FLOPs <= 0.77 x independent; every progressive member's held-out loss
+<= 1.01 x its independent counterpart's; LR per size no worse than one LR; lower adjacent KL for progressive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "family_cpu.json"
+HEADING = "## Family on CPU"
+VARIANTS = (("lr-per-size", "plans/bench_cpu.plan.json", True), ("constant-lr", "plans/bench_cpu_constant_lr.plan.json",
+                                                                  False))
+
+
+def familyc(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "familyc", *args], check=True, cwd=REPO)
+
+
+def report(run: Path, heldout_tokens: int) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "familyc", "report", str(run), "--format", "json",
+                          "--heldout-tokens", str(heldout_tokens)], check=True, cwd=REPO, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout)
+
+
+def corpus_tokens(run: Path) -> int:
+    manifest = next(run.glob("assets/stdlib-source-*/manifest.json"))
+    return int(json.loads(manifest.read_text())["splits"]["train"]["tokens"])
+
+
+def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_tokens: int) -> dict[str, Any]:
+    main = runs["lr-per-size"]
+    const = runs["constant-lr"]
+    prog_steps = [s for s in main["steps"] if s["family"] == "progressive"]
+    ind_steps = [s for s in main["steps"] if s["family"] == "independent"]
+    members = []
+    for m, c in zip(main["members"], const["members"], strict=True):
+        stage = next(s for s in prog_steps if s["id"] == f"train-{m['name']}")
+        alone = next(s for s in ind_steps if s["id"] == f"baseline-{m['name']}")
+        members.append({
+            "name": m["name"], "progressive_loss": m["heldout_loss"], "constant_lr_loss": c["heldout_loss"],
+            "independent_loss": m["baseline_heldout_loss"],
+            "ratio_to_independent": m["heldout_loss"] / m["baseline_heldout_loss"],
+            "stage_tokens": stage["tokens_actual"], "independent_tokens": alone["tokens_actual"],
+            "stage_epochs": stage["tokens_actual"] / train_tokens,
+            "independent_epochs": alone["tokens_actual"] / train_tokens,
+        })
+    prog_flops = sum(s["actual_flops"] or 0 for s in prog_steps)
+    ind_flops = sum(s["actual_flops"] or 0 for s in ind_steps)
+    family_tokens = sum(s["tokens_actual"] or 0 for s in prog_steps if s["kind"] == "train")
+    kl = {"progressive": main["kl"], "independent": main["kl_independent"], "constant_lr": const["kl"]}
+    mean = {k: sum(p["kl_small_large"] + p["kl_large_small"] for p in v) / (2 * len(v)) if v else None
+            for k, v in kl.items()}
+    targets = {
+        "flops_ratio <= 0.77": prog_flops / ind_flops <= 0.77,
+        "every member loss <= 1.01 x independent": all(m["ratio_to_independent"] <= 1.01 for m in members),
+        "lr per size no worse than one LR": all(m["progressive_loss"] <= m["constant_lr_loss"] for m in members),
+        "adjacent KL lower for progressive": mean["progressive"] < mean["independent"],
+    }
+    return {
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores",
+        "command": "python benchmarks/family_cpu.py --update BENCHMARKS.md",
+        "corpus_train_tokens": train_tokens, "heldout": main["heldout"],
+        "flops": {"progressive": prog_flops, "independent": ind_flops, "ratio": prog_flops / ind_flops,
+                  "constant_lr": sum(s["actual_flops"] or 0 for s in const["steps"] if s["family"] == "progressive")},
+        "progressive_family_epochs": family_tokens / train_tokens,
+        "members": members, "kl": kl, "mean_adjacent_kl": mean,
+        "wall_seconds": seconds, "targets": targets,
+    }
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def markdown(result: dict[str, Any]) -> str:
+    f = result["flops"]
+    lines = [
+        HEADING, "",
+        f"Run on {result['date']} ({result['machine']}) with", "", "```bash", result["command"], "```", "",
+        f"Data: the standard library's source (`stdlib-source`), {result['corpus_train_tokens']:,} training tokens; "
+        f"held-out: {result['heldout']['tokens']:,} tokens of {result['heldout']['documents']} files never trained on. "
+        f"The progressive family reads {result['progressive_family_epochs']:.2f} epochs in all (its stages continue "
+        "in the data stream); each member's share is below.", "",
+        "| member | progressive (LR per size) | progressive (one LR) | independent | progressive / independent "
+        "| stage tokens (epochs) | independent tokens (epochs) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in result["members"]:
+        lines.append(f"| {m['name']} | {m['progressive_loss']:.4f} | {m['constant_lr_loss']:.4f} | "
+                     f"{m['independent_loss']:.4f} | {m['ratio_to_independent']:.4f} | "
+                     f"{m['stage_tokens']:,} ({m['stage_epochs']:.2f}) | "
+                     f"{m['independent_tokens']:,} ({m['independent_epochs']:.2f}) |")
+    lines += ["", "| family | FLOPs | wall time | mean adjacent KL (both directions) |", "|---|---:|---:|---:|",
+              f"| progressive, LR per size | {f['progressive']:.3e} | | {result['mean_adjacent_kl']['progressive']:.4f} |",
+              f"| progressive, one LR | {f['constant_lr']:.3e} | {result['wall_seconds']['constant-lr']:.0f} s | "
+              f"{result['mean_adjacent_kl']['constant_lr']:.4f} |",
+              f"| independent | {f['independent']:.3e} | | {result['mean_adjacent_kl']['independent']:.4f} |", "",
+              f"Progressive / independent FLOPs: {f['ratio']:.3f}. Wall time: progressive and independent together "
+              f"{result['wall_seconds']['lr-per-size']:.0f} s, the whole benchmark {result['wall_seconds']['total']:.0f} s.",
+              "", "Targets:", ""]
+    lines += [f"- {name}: {'met' if ok else 'MISSED'}" for name, ok in result["targets"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def update(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if HEADING in text:
+        start = text.index(HEADING)
+        end = text.find("\n## ", start + len(HEADING))
+        tail = text[end + 1:] if end != -1 else ""
+        text = text[:start] + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-cpu")
+    parser.add_argument("--update", type=Path)
+    parser.add_argument("--heldout-tokens", type=int, default=65_536)
+    args = parser.parse_args()
+    start = time.monotonic()
+    runs, seconds = {}, {}
+    for name, plan, baselines in VARIANTS:
+        run = args.work / name
+        began = time.monotonic()
+        familyc("apply", plan, "--yes", "--run-dir", str(run), *(["--baselines"] if baselines else []))
+        seconds[name] = time.monotonic() - began
+        runs[name] = report(run, args.heldout_tokens)
+    seconds["total"] = time.monotonic() - start
+    result = summarize(runs, seconds, corpus_tokens(args.work / "lr-per-size"))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({**result, "reports": runs}, indent=2) + "\n")
+    section = markdown(result)
+    print(section)
+    if args.update:
+        update(args.update, section)
+
+
+if __name__ == "__main__":
+    main()
