@@ -1,13 +1,13 @@
 """familyc apply's cost: one stage through familyc against the same torchtitan job run directly, and the
 whole tiny family's wall time.
 
-    .venv/bin/python benchmarks/apply_overhead.py [--steps 60] [--rounds 2] [--member m] [--family]
+    .venv/bin/python benchmarks/apply_overhead.py [--rounds 2] [--member m] [--family]
 
 Overhead: the stage is `baseline-<member>` of plans/tiny.plan.json (from scratch, so it needs no
 earlier step). Each round runs, in alternation on the same machine,
-  familyc: `familyc apply plans/tiny.plan.json --baselines --only baseline-<member> --stage-arg
-           --training.steps=N` (familyc's executor: job TOML, torchrun, familyc.backend.stage with the
-           metrics JSONL and the non-finite-loss check, the executor polling the metrics, promotion)
+  familyc: `familyc apply plans/tiny.plan.json --baselines --only baseline-<member>` (familyc's
+           executor: job TOML, torchrun, familyc.backend.stage with the metrics JSONL and the
+           non-finite-loss check, the executor polling the metrics, the member's promotion)
   direct:  `torchrun --standalone --nproc-per-node 2 -m torchtitan.train --job.config_file <that same
            job.toml>` with a fresh dump folder, the same environment (flavors, one thread per rank)
 Tokens/s is torchtitan's own per-rank `tps` from each run's log, averaged over logged steps after
@@ -41,26 +41,24 @@ def _tps(log: Path) -> float:
     return statistics.fmean(steady) * 2  # two ranks
 
 
-def run_familyc(work: Path, member: str, steps: int) -> tuple[float, float, Path]:
+def run_familyc(work: Path, member: str) -> tuple[float, float, Path]:
     run = work / "familyc"
     argv = [sys.executable, "-m", "familyc", "apply", str(REPO / "plans" / "tiny.plan.json"), "--yes",
-            "--run-dir", str(run), "--baselines", "--only", f"baseline-{member}",
-            "--stage-arg", f"--training.steps={steps}", "--stage-arg", "--metrics.log_freq=1"]
+            "--run-dir", str(run), "--baselines", "--only", f"baseline-{member}"]
     start = time.monotonic()
     subprocess.run(argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     wall = time.monotonic() - start
     return _tps(run / "steps" / f"baseline-{member}" / "stdout.log"), wall, run
 
 
-def run_direct(work: Path, job: Path, steps: int, familyc_run: Path) -> tuple[float, float]:
+def run_direct(work: Path, job: Path, familyc_run: Path) -> tuple[float, float]:
     dump = work / "direct-dump"
     log = work / "direct.log"
     env = {**os.environ, "FAMILYC_FLAVORS": str(familyc_run / "flavors.json"), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "HF_DATASETS_CACHE": str(familyc_run / "assets" / "hf-datasets-cache")}
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-            "torchtitan.train", "--job.config_file", str(job), f"--job.dump_folder={dump}",
-            f"--training.steps={steps}", "--metrics.log_freq=1"]
+            "torchtitan.train", "--job.config_file", str(job), f"--job.dump_folder={dump}"]
     start = time.monotonic()
     with log.open("w") as out:
         subprocess.run(argv, check=True, cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -72,17 +70,17 @@ def overhead(args: argparse.Namespace) -> None:
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="familyc-overhead-") as tmp:
             work = Path(tmp)
-            tps, wall, run = run_familyc(work, args.member, args.steps)
+            tps, wall, run = run_familyc(work, args.member)
             familyc_tps.append(tps)
             familyc_wall.append(wall)
             job = run / "steps" / f"baseline-{args.member}" / "job.toml"
-            tps, wall = run_direct(work, job, args.steps, run)
+            tps, wall = run_direct(work, job, run)
             direct_tps.append(tps)
             direct_wall.append(wall)
             print(f"round {round_ + 1}: familyc {familyc_tps[-1]:,.0f} tok/s ({familyc_wall[-1]:.1f} s wall), "
                   f"direct {direct_tps[-1]:,.0f} tok/s ({direct_wall[-1]:.1f} s wall)", flush=True)
     ratio = statistics.fmean(familyc_tps) / statistics.fmean(direct_tps)
-    print(f"baseline-{args.member}, {args.steps} steps, 2 ranks: familyc {statistics.fmean(familyc_tps):,.0f} tok/s, "
+    print(f"baseline-{args.member}, 2 ranks: familyc {statistics.fmean(familyc_tps):,.0f} tok/s, "
           f"direct {statistics.fmean(direct_tps):,.0f} tok/s, ratio {ratio:.3f}; wall familyc "
           f"{statistics.fmean(familyc_wall):.1f} s, direct {statistics.fmean(direct_wall):.1f} s")
 
@@ -99,7 +97,6 @@ def family() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--member", default="m")
     parser.add_argument("--family", action="store_true", help="time the whole tiny family instead")

@@ -62,10 +62,12 @@ def apply(
                                          help="Extra torchtitan option for every stage (tests)."),
 ) -> None:
     """Train the family the plan describes: train, expand, train, ... (resumes where it stopped)."""
-    from familyc.execute.executor import ApplyOptions, Executor, run_lock, stale_stage
+    from familyc.execute.data import check_inputs
+    from familyc.execute.executor import ApplyOptions, Executor, run_lock
     from familyc.execute.launcher import Launch
+    from familyc.execute.processes import stale_stage, stop_orphaned_workers
     from familyc.execute.progress import make_progress
-    from familyc.execute.rundir import open_run_dir
+    from familyc.execute.rundir import check_usable, open_run_dir
 
     plan, plan_file = load_plan_or_spec(target)
     if nnodes > 1 and rdzv_endpoint is None:
@@ -96,8 +98,15 @@ def apply(
     if node_rank > 0:
         _work(plan, root, options, plan_file)
         return
+    check_inputs(plan, plan_file=plan_file)  # nothing is written for a run that cannot start
+    check_usable(root)
     with run_lock(RunDir(root)):
         run, state = open_run_dir(root, plan)
+        stopped = stop_orphaned_workers(run)
+        if stopped:
+            err().print(f"note: stopped {len(stopped)} stage processes that a killed apply left training "
+                        f"(pids {', '.join(map(str, stopped))}); their stage resumes from its last checkpoint",
+                        style="yellow", markup=False)
         stale = stale_stage(run, plan)
         if stale:
             raise FamilycError(stale, hint="wait for it to finish, or kill that process, then apply again")
@@ -113,13 +122,14 @@ def apply(
         _summary(plan, run, state, baselines=baselines)
 
 
-def _prepare(plan: ir.Plan, run: RunDir, plan_file: Path | None):  # type: ignore[no-untyped-def]
+def _prepare(plan: ir.Plan, run: RunDir, plan_file: Path | None, *, worker: bool = False):  # type: ignore[no-untyped-def]
     from familyc.backend.flavors import write_flavors
     from familyc.backend.model import plan_model_args
     from familyc.execute.data import prepare_data
     from familyc.execute.executor import flavor_name
 
-    write_flavors(run.flavors_path, {flavor_name(m.name): plan_model_args(plan, m.name) for m in plan.members})
+    if not worker:  # node 0 writes it; rewritten by another node, a stage starting meanwhile could read half of it
+        write_flavors(run.flavors_path, {flavor_name(m.name): plan_model_args(plan, m.name) for m in plan.members})
     return prepare_data(plan, run, plan_file=plan_file)
 
 
@@ -134,7 +144,7 @@ def _work(plan: ir.Plan, root: Path, options, plan_file: Path | None) -> None:  
     while not run.is_run_dir():  # node 0 creates it
         time.sleep(0.5)
     state = RunState.load(run.state_path)
-    data = _prepare(plan, run, plan_file)
+    data = _prepare(plan, run, plan_file, worker=True)
     progress = make_progress(out())
     try:
         Executor(plan, run, state, options, progress, data).apply()

@@ -99,7 +99,27 @@ def spec_directory(plan: Plan, plan_file: Path | None) -> Path:
     return Path.cwd()
 
 
+def check_inputs(plan: Plan, *, plan_file: Path | None) -> None:
+    """The spec's local dataset folder and tokenizer are there: checked before a run directory is made."""
+    data, tokenizer = plan.data, plan.tokenizer
+    if data.kind == "path":
+        folder = (spec_directory(plan, plan_file) / data.name).resolve()
+        if not folder.is_dir():
+            raise FamilycError(f"the dataset folder {folder} does not exist (data.dataset.path: {data.name} in "
+                               f"{plan.spec.path})", hint="relative paths are read from the spec's folder")
+    if tokenizer.kind == "hf":
+        raise FamilycError(f"tokenizer {{hf: {tokenizer.name}}} is not on this machine: familyc downloads nothing",
+                           hint=f"huggingface-cli download {tokenizer.name} --include 'tokenizer*' --local-dir "
+                                "tokenizers/NAME, then use tokenizer: {path: tokenizers/NAME}")
+    if tokenizer.kind == "path":
+        tokenizer_dir = (spec_directory(plan, plan_file) / tokenizer.name).resolve()
+        if not (tokenizer_dir / "tokenizer.json").is_file():
+            raise FamilycError(f"{tokenizer_dir} holds no tokenizer.json", hint="the tokenizer folder of a Hugging "
+                               "Face model (tokenizer.json and tokenizer_config.json)")
+
+
 def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInputs:
+    check_inputs(plan, plan_file=plan_file)
     data, tokenizer = plan.data, plan.tokenizer
     builtin = None
     if data.kind == "builtin" or tokenizer.kind == "builtin":
@@ -115,24 +135,14 @@ def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInpu
         dataset = builtin.train_dir
     elif data.kind == "path":
         folder = (spec_directory(plan, plan_file) / data.name).resolve()
-        if not folder.is_dir():
-            raise FamilycError(f"the dataset folder {folder} does not exist (data.dataset.path: {data.name} in "
-                               f"{plan.spec.path})", hint="relative paths are read from the spec's folder")
         dataset, _ = split_local_dataset(folder, run.assets, heldout_fraction=data.heldout_fraction)
     else:
         dataset, offline = Path(data.name), False
     if tokenizer.kind == "builtin":
         assert builtin is not None
         tokenizer_dir = builtin.tokenizer_dir
-    elif tokenizer.kind == "path":
-        tokenizer_dir = (spec_directory(plan, plan_file) / tokenizer.name).resolve()
     else:
-        raise FamilycError(f"tokenizer {{hf: {tokenizer.name}}} is not on this machine: familyc downloads nothing",
-                           hint=f"huggingface-cli download {tokenizer.name} --include 'tokenizer*' --local-dir "
-                                "tokenizers/NAME, then use tokenizer: {path: tokenizers/NAME}")
-    if not (tokenizer_dir / "tokenizer.json").is_file():
-        raise FamilycError(f"{tokenizer_dir} holds no tokenizer.json", hint="the tokenizer folder of a Hugging Face "
-                           "model (tokenizer.json and tokenizer_config.json)")
+        tokenizer_dir = (spec_directory(plan, plan_file) / tokenizer.name).resolve()
     return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline)
 
 

@@ -26,7 +26,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -199,10 +199,15 @@ class Executor:
         stage_dir = self.run.step_dir(step.id)
         dump = stage_dir / "dump"
         final = final_checkpoint(dump, step.num_steps)
+        if self.options.worker and self._trained_before(step, weights, final):
+            self.progress.line(f"[{index}/{total}] {step.id}: done, skipped (node {self.options.launch.node_rank})")
+            return
         if not self.options.worker and self._adopt(step, weights, final):
             self.progress.line(f"[{index}/{total}] {step.id}: found complete, adopted")
             return
         init_from = self._initial_weights(step)
+        if not self.options.worker:
+            _drop_torn_checkpoints(dump)
         self._check_disk(step, stage_dir)
         log = stage_dir / "stdout.log"
         if not self.options.worker:
@@ -214,6 +219,14 @@ class Executor:
         started = time.monotonic()
         code = self._run_stage(step, job, log, metrics_path)
         wall = time.monotonic() - started
+        if not self.options.worker:  # now, so that a crash before the bookkeeping does not lose it
+            st = self.state.step(step.id)
+            st.metrics = {**st.metrics, "wall_seconds": round(st.metrics.get("wall_seconds", 0.0) + wall, 3)}
+            self.state.save()
+        if code != 0 and (final / ".metadata").is_file():  # DCP writes .metadata last: the member is whole
+            self.progress.line(f"[{index}/{total}] {step.id}: the stage exited with code {code} after its final "
+                               f"checkpoint was complete; keeping it (the end of {log} says why)")
+            code = 0
         if code != 0:
             message, hint = _diagnose(log, code)
             if self.options.worker:
@@ -228,12 +241,21 @@ class Executor:
         summary = self._promote(step, final, weights, wall)
         self.progress.stage_finished(actual_seconds=wall, predicted_seconds=step.predicted_seconds, summary=summary)
 
+    def _trained_before(self, step: TrainStep, weights: Path, final: Path) -> bool:
+        """On a node other than 0: whether node 0 (which keeps the state) will not train this stage again.
+        Training it here anyway would wait for node 0 in a rendezvous that never comes."""
+        status = RunState.load(self.run.state_path).step(step.id).status
+        moving = weights.with_name(f".{weights.name}.moving")
+        return status == COMPLETED or weights.exists() or moving.exists() or (final / ".metadata").is_file()
+
     def _initial_weights(self, step: TrainStep) -> Path | None:
         if step.init_from is None:
             return None
         expansion = self.run.weights(self.plan.step(step.init_from))
         if self.options.worker:  # node 0 grows the weights; wait for them
             while not (expansion / "familyc-expansion.json").is_file():
+                if RunState.load(self.run.state_path).step(step.init_from).status == FAILED:
+                    raise StepError(step.init_from, "failed on node 0", hint="see node 0's output")
                 time.sleep(POLL_SECONDS)
             return expansion
         from familyc.expand.checkpoint import verify_sidecar
@@ -281,7 +303,8 @@ class Executor:
             out.write(f"\n=== familyc apply {now()}: {' '.join(argv)}\n")
             out.flush()
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.run.root)
-            with _pid_file(job.parent / "stage.pid", process.pid):
+            # node 0's pid only: the run directory is shared, and another node's pid means nothing here
+            with nullcontext() if self.options.worker else _pid_file(job.parent / "stage.pid", process.pid):
                 try:
                     return self._watch(process, step, metrics_path)
                 except BaseException:
@@ -312,7 +335,7 @@ class Executor:
             if problems:
                 raise self.fail(step, f"{weights} exists but does not verify: {problems[0]}",
                                 hint=f"remove {weights} and apply again to retrain {step.member}")
-            self.complete(step, weights, self._stage_metrics(step, wall=None))
+            self.complete(step, weights, self._stage_metrics(step))
             return True
         if (moving / ".metadata").is_file() or (final / ".metadata").is_file():
             self._promote(step, final, weights, wall=None)
@@ -336,8 +359,7 @@ class Executor:
                    "init_from": step.init_from, "dtype": "float32", "files": files}
         (moving / MEMBER_SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
         os.rename(moving, weights)
-        failpoint("promote-renamed")
-        metrics = self._stage_metrics(step, wall=wall)
+        metrics = self._stage_metrics(step)
         self.complete(step, weights, metrics)
         if not self.options.keep_checkpoints:
             shutil.rmtree(self.run.step_dir(step.id) / "dump" / "checkpoint", ignore_errors=True)
@@ -346,15 +368,15 @@ class Executor:
         return (f"trained {tokens:,} tokens" + (f", loss {loss:.4f}" if isinstance(loss, float) else "")
                 + (f" in {wall:.1f}s" if wall is not None else ""))
 
-    def _stage_metrics(self, step: TrainStep, *, wall: float | None) -> dict[str, Any]:
+    def _stage_metrics(self, step: TrainStep) -> dict[str, Any]:
         records = stage_metrics.read_records(self.run.step_dir(step.id) / "metrics.jsonl")
         peak = self.plan.cluster.peak_flops
         summary = stage_metrics.summarize(records, batch_tokens=step.batch_tokens, peak_flops=peak,
                                           completed_steps=step.num_steps)
         out: dict[str, Any] = summary.to_data() if summary else {}
-        previous = self.state.step(step.id).metrics.get("wall_seconds", 0.0) if wall is not None else None
+        wall = self.state.step(step.id).metrics.get("wall_seconds")  # every attempt's, recorded as each ended
         if wall is not None:
-            out["wall_seconds"] = round((previous or 0.0) + wall, 3)
+            out["wall_seconds"] = wall
         out["metrics_file"] = self.run.relative(self.run.step_dir(step.id) / "metrics.jsonl")
         return out
 
@@ -385,6 +407,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _drop_torn_checkpoints(dump: Path) -> None:
+    """Remove a checkpoint folder without one complete save (apply was killed during the stage's first).
+
+    torchtitan resumes from the folder whenever it exists and ignores `initial_load_path` then; finding
+    no complete step in it, it would train the stage from random weights instead of the grown ones."""
+    from familyc.backend.job import CHECKPOINT_FOLDER
+
+    folder = dump / CHECKPOINT_FOLDER
+    if folder.is_dir() and not any((p / ".metadata").is_file() for p in folder.glob("step-*")):
+        shutil.rmtree(folder)
 
 
 def _tail(path: Path, lines: int = 200) -> str:
@@ -433,25 +467,6 @@ def run_lock(run: RunDir) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
-def stale_stage(run: RunDir, plan: Plan) -> str | None:
-    """A stage process left running by an apply that was killed alone (its torchrun survived)."""
-    for step in all_steps(plan):
-        pid_file = run.step_dir(step.id) / "stage.pid"
-        try:
-            pid = int(pid_file.read_text())
-        except (OSError, ValueError):
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            pid_file.unlink(missing_ok=True)
-            continue
-        except PermissionError:
-            pass
-        return f"{step.id} is still running from an earlier apply (pid {pid})"
-    return None
 
 
 def check_plan_consistent(plan: Plan) -> None:

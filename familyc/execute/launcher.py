@@ -43,7 +43,7 @@ def torchrun_argv(launch: Launch, *, job_toml: Path, rdzv_id: str, python: str |
             raise ValueError("several nodes need a rendezvous endpoint (host:port)")
         argv += [f"--nnodes={launch.nnodes}", f"--node-rank={launch.node_rank}", "--rdzv-backend=c10d",
                  f"--rdzv-endpoint={launch.rdzv_endpoint}", f"--rdzv-id={rdzv_id}"]
-    argv += ["-m", STAGE_MODULE, "--job.config_file", str(job_toml)]
+    argv += ["-m", STAGE_MODULE, "--job.config_file", str(job_toml.resolve())]  # torchrun runs in the run dir
     return argv
 
 

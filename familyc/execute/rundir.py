@@ -96,9 +96,7 @@ def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
         for step in all_steps(plan):  # a state made before --baselines lacks the baseline steps
             state.steps.setdefault(step.id, StepState(kind=step.kind))
         return run, state
-    if root.exists() and any(p.name != LOCK_FILE for p in root.iterdir()):
-        raise FamilycError(f"{root} exists and is not a familyc run directory (no {STATE_FILE})",
-                           hint="choose an empty or new --run-dir")
+    check_usable(root)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.plan_path, plan_text)
     state = RunState(path=run.state_path, plan_id=plan.plan_id, family=plan.family.name,
@@ -107,6 +105,15 @@ def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
                      created_at=now())
     state.save()
     return run, state
+
+
+def check_usable(root: Path) -> None:
+    """Refuse a --run-dir that holds something other than a run (before anything is written there)."""
+    if root.exists() and not root.is_dir():
+        raise FamilycError(f"{root} exists and is not a directory", hint="choose an empty or new --run-dir")
+    if root.exists() and not RunDir(root).is_run_dir() and any(p.name != LOCK_FILE for p in root.iterdir()):
+        raise FamilycError(f"{root} exists and is not a familyc run directory (no {STATE_FILE})",
+                           hint="choose an empty or new --run-dir")
 
 
 def check_spec_unchanged(plan: Plan, *, plan_file: Path | None) -> str | None:

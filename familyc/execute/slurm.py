@@ -14,6 +14,7 @@ import shlex
 from pathlib import Path
 
 from familyc import __version__
+from familyc.backend.job import final_checkpoint
 from familyc.execute.launcher import DEFAULT_RDZV_PORT, STAGE_MODULE
 from familyc.execute.rundir import RunDir, all_steps
 from familyc.plan.ir import Plan, TrainStep
@@ -60,9 +61,11 @@ def sbatch_script(plan: Plan, run: RunDir, *, plan_file: Path, python: str, npro
                         f"--rdzv-endpoint=$HEAD_NODE:{DEFAULT_RDZV_PORT} --rdzv-id={plan.plan_id}-{step.id} "
                         f"-m {STAGE_MODULE} --job.config_file {q(str(stage / 'job.toml'))}")
             metrics, log = q(str(stage / "metrics.jsonl")), q(str(stage / "stdout.log"))
+            final = q(str(final_checkpoint(stage / "dump", step.num_steps) / ".metadata"))
             lines += [
                 f"if ! {familyc} status {q(str(root))} --done {step.id}; then",
-                f"  FAMILYC_METRICS={metrics} {torchrun} >> {log} 2>&1",
+                "  # a stage that fails on its way out after its final checkpoint is complete has done its work",
+                f"  FAMILYC_METRICS={metrics} {torchrun} >> {log} 2>&1 || test -f {final}",
                 f"  {apply} --only {step.id}",
                 "fi",
             ]

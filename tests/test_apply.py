@@ -1,0 +1,387 @@
+"""`familyc apply` end to end on the CPU: a reference run of a small family, and the same family
+killed at every hard point (in the middle of a stage, in the middle of an expansion, between the
+renames that promote a member) that must still finish with exactly the reference's members.
+
+The family is tests/fixtures/specs-apply/family.yaml: specs/tiny.yaml's four members and three
+growth steps on a 25x smaller budget (3, 2, 11 and 13 steps), a full checkpoint every 3 steps,
+2 ranks over gloo, no torch.compile. Every run is the command a user types, from the repository
+root, in a process group of its own (a failpoint kills its whole group):
+
+    python -m familyc apply tests/fixtures/specs-apply/family.yaml --yes --run-dir DIR
+
+Crashes are real: SIGKILL of apply's process group from the test, or from inside apply at a
+failpoint (FAMILYC_FAILPOINTS, familyc/execute/failpoints.py). About three minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]')")
+pytest.importorskip("torchtitan.train", reason="torchtitan (and triton, which it imports) is not installed")
+pytest.importorskip("tokenizers", reason="tokenizers is not installed")
+
+from familyc.execute.metrics import read_records  # noqa: E402
+from familyc.execute.rundir import MEMBER_SIDECAR, RunDir  # noqa: E402
+from familyc.expand.checkpoint import verify_sidecar  # noqa: E402
+from familyc.plan import ir  # noqa: E402
+from familyc.plan.ir import ExpandStep, TrainStep  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = "tests/fixtures/specs-apply/family.yaml"
+TIMEOUT = 300
+KILLED = -signal.SIGKILL
+
+
+# --- running apply ------------------------------------------------------------------------------
+
+@dataclass
+class Applied:
+    run_dir: Path
+    returncode: int
+    output: str
+    seconds: float
+    state: dict[str, Any]
+    """state.json as this apply left it."""
+
+    def status(self, step_id: str) -> str:
+        return self.state["steps"][step_id]["status"]
+
+
+def state_of(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def apply_env(failpoints: str = "") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("FAMILYC_FAILPOINTS", "OMP_NUM_THREADS")}
+    env["COLUMNS"] = "160"
+    if failpoints:
+        env["FAMILYC_FAILPOINTS"] = failpoints
+    return env
+
+
+def apply_argv(run_dir: Path, *args: str, spec: str = SPEC) -> list[str]:
+    return [sys.executable, "-m", "familyc", "apply", spec, "--yes", "--run-dir", str(run_dir), *args]
+
+
+def apply(run_dir: Path, *args: str, spec: str = SPEC, failpoints: str = "") -> Applied:
+    """One `familyc apply` to its end (or its failpoint), in a session of its own."""
+    start = time.monotonic()
+    proc = subprocess.run(apply_argv(run_dir, *args, spec=spec), cwd=REPO, capture_output=True, text=True,
+                          timeout=TIMEOUT, env=apply_env(failpoints), start_new_session=True)
+    return Applied(run_dir, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start, state_of(run_dir))
+
+
+def apply_killed_at(run_dir: Path, step_id: str, step: int, *args: str) -> Applied:
+    """Start `familyc apply`; SIGKILL its process group once `step_id` has logged `step`.
+
+    That kills apply and torchrun, not the stage's workers: torchrun starts each in a session of its
+    own, and they train on. They are frozen (SIGSTOP) where they are, so that the next apply finds
+    them whatever the machine's speed (running on, they could finish the stage before it starts)."""
+    log = run_dir.parent / f"{run_dir.name}-{step_id}-{step}.log"
+    metrics = run_dir / "steps" / step_id / "metrics.jsonl"
+    start = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(apply_argv(run_dir, *args), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                env=apply_env(), start_new_session=True)
+        try:
+            while not any(r["step"] >= step for r in read_records(metrics)):
+                if proc.poll() is not None or time.monotonic() - start > TIMEOUT:
+                    break
+                time.sleep(0.05)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # apply leads its group: pgid == pid
+            proc.wait()
+            for pid in stage_workers(run_dir):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+    return Applied(run_dir, proc.returncode, log.read_text(), time.monotonic() - start, state_of(run_dir))
+
+
+def stage_workers(under: Path) -> list[int]:
+    """Processes of familyc.backend.stage training a job file under `under` (Linux)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+            if "familyc.backend.stage" in argv and str(under) in argv:
+                found.append(int(entry.name))
+    return found
+
+
+def kill_stage_workers(under: Path) -> None:
+    for pid in stage_workers(under):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # stopped or not
+
+
+def plan_of(run_dir: Path) -> ir.Plan:
+    return ir.loads((run_dir / "plan.json").read_text())
+
+
+def train_steps(plan: ir.Plan) -> list[TrainStep]:
+    return [s for s in plan.steps if isinstance(s, TrainStep)]
+
+
+def heldout_losses(run_dir: Path) -> dict[str, float]:
+    """Every member's mean loss on the run's held-out documents (familyc.backend.evaluate)."""
+    from familyc.backend.evaluate import heldout_loss, load_heldout, load_member
+    from familyc.execute.data import heldout_dir, prepare_data
+
+    run, plan = RunDir(run_dir), plan_of(run_dir)
+    tokenizer = prepare_data(plan, run, plan_file=None).tokenizer_path
+    folder = heldout_dir(plan, run)
+    assert folder is not None, f"{run_dir} has no held-out split"
+    heldout = load_heldout(folder, tokenizer, seq_len=plan.architecture.seq_len, max_tokens=8192)
+    return {m.name: heldout_loss(load_member(plan, m.name, run_dir / "members" / m.name), heldout)
+            for m in plan.members}
+
+
+def stage_sections(log: Path) -> list[str]:
+    """A stage's stdout.log split at each `=== familyc apply` header: one section per attempt."""
+    return log.read_text().split("\n=== familyc apply ")[1:]
+
+
+# --- the reference run --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Applied:
+    run_dir = tmp_path_factory.mktemp("apply") / "reference"
+    try:
+        return apply(run_dir)
+    finally:
+        kill_stage_workers(run_dir)
+
+
+@pytest.fixture(scope="module")
+def reference_losses(reference: Applied) -> dict[str, float]:
+    assert reference.returncode == 0, reference.output[-4000:]
+    return heldout_losses(reference.run_dir)
+
+
+def test_the_reference_run_trains_every_member_and_records_it(reference: Applied) -> None:
+    assert reference.returncode == 0, reference.output[-4000:]
+    run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
+    state = reference.state
+    assert state["plan_id"] == plan.plan_id and state["family"] == "tiny-apply"
+    assert state["spec"] == {"path": SPEC, "sha256": plan.spec.sha256}
+    assert {k: (v["status"], v["attempts"]) for k, v in state["steps"].items()} == {
+        **{s.id: ("completed", 1) for s in plan.steps}, **{b.train.id: ("pending", 0) for b in plan.baseline.members}}
+    for step in plan.steps:
+        line = f"{step.id}: trained" if isinstance(step, TrainStep) else f"{step.id}: wrote"
+        assert line in reference.output
+
+    for step in train_steps(plan):
+        weights = run_dir / "members" / step.member
+        assert (weights / ".metadata").is_file() and (weights / "__1_0.distcp").is_file()  # one file per rank
+        assert verify_sidecar(weights, sidecar=MEMBER_SIDECAR) == []
+        sidecar = json.loads((weights / MEMBER_SIDECAR).read_text())
+        assert (sidecar["plan_id"], sidecar["step"], sidecar["init_from"]) == (plan.plan_id, step.id, step.init_from)
+        assert sidecar["shape"]["dim"] == plan.member(step.member).dim
+        assert state["steps"][step.id]["artefacts"] == {f"members/{step.member}/{name}": digest
+                                                        for name, digest in sidecar["files"].items()}
+        stage = run_dir / "steps" / step.id
+        assert not (stage / "dump" / "checkpoint").exists()  # deleted once the member was safe
+        assert not (stage / "stage.pid").exists()
+        assert state["steps"][step.id]["log"] == f"steps/{step.id}/stdout.log"
+    for step in plan.steps:
+        if isinstance(step, ExpandStep):
+            assert verify_sidecar(run_dir / "expansions" / step.id) == []
+            assert json.loads((run_dir / "expansions" / step.id / "familyc-expansion.json").read_text())["seed"] == 0
+    assert not list((run_dir / "members").glob(".*")) and not list((run_dir / "expansions").glob(".*"))
+
+
+def test_the_reference_run_records_measured_compute_with_the_plans_formula(reference: Applied) -> None:
+    assert reference.returncode == 0, reference.output[-4000:]
+    run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
+    for step in train_steps(plan):
+        metrics = reference.state["steps"][step.id]["metrics"]
+        assert metrics["steps"] == step.num_steps
+        assert metrics["tokens"] == step.num_steps * step.batch_tokens == step.tokens
+        # one formula: torchtitan's FLOPs per token, measured in the trainer, is the plan's
+        assert metrics["num_flops_per_token"] == plan.member(step.member).flops_per_token
+        assert metrics["flops"] == metrics["tokens"] * metrics["num_flops_per_token"] == step.flops
+        assert metrics["wall_seconds"] > 0 and metrics["train_seconds"] > 0 and metrics["world_size"] == 2
+        assert math.isfinite(metrics["first_loss"]) and math.isfinite(metrics["final_loss"])
+        assert metrics["metrics_file"] == f"steps/{step.id}/metrics.jsonl"
+        records = read_records(run_dir / metrics["metrics_file"])
+        assert [r["step"] for r in records] == list(range(1, step.num_steps + 1))  # log_interval 1
+        assert all(math.isfinite(r["loss"]) for r in records)
+        assert records[-1]["n_tokens_seen"] == step.tokens
+    # a grown member starts where its source ended, not from scratch (ln 2048 = 7.6)
+    first = {s.member: reference.state["steps"][s.id]["metrics"]["first_loss"] for s in train_steps(plan)}
+    final = {s.member: reference.state["steps"][s.id]["metrics"]["final_loss"] for s in train_steps(plan)}
+    assert first["l"] < 7.0 and first["l"] == pytest.approx(final["m"], abs=0.5)
+
+
+def test_the_job_files_parse_with_torchtitan(reference: Applied) -> None:
+    from torchtitan.config import ConfigManager
+
+    assert reference.returncode == 0, reference.output[-4000:]
+    run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
+    for step in train_steps(plan):
+        config = ConfigManager().parse_args(["--job.config_file", str(run_dir / "steps" / step.id / "job.toml")])
+        assert (config.model.name, config.model.flavor) == ("llama3", f"familyc-{step.member}")
+        assert config.training.steps == step.num_steps and config.optimizer.lr == step.max_lr
+        assert config.training.global_batch_size * config.training.seq_len == step.batch_tokens
+        assert (config.checkpoint.interval, config.metrics.log_freq, config.compile.enable) == (3, 1, False)
+        assert config.job.dump_folder == str((run_dir / "steps" / step.id / "dump").resolve())
+        expected = str((run_dir / "expansions" / step.init_from).resolve()) if step.init_from else None
+        assert (config.checkpoint.initial_load_path or None) == expected
+
+
+def test_applying_again_skips_every_step(reference: Applied) -> None:
+    assert reference.returncode == 0, reference.output[-4000:]
+    before = (reference.run_dir / "state.json").read_bytes()
+    again = apply(reference.run_dir)
+    assert again.returncode == 0, again.output[-4000:]
+    plan = plan_of(reference.run_dir)
+    for index, step in enumerate(plan.steps, start=1):
+        assert f"[{index}/{len(plan.steps)}] {step.id}: done, skipped" in again.output
+    assert "started (" not in again.output
+    assert (reference.run_dir / "state.json").read_bytes() == before
+    assert again.seconds < 60
+
+
+# --- the same family, killed at every hard point ------------------------------------------------
+
+@dataclass
+class Crashed:
+    applies: dict[str, Applied]
+    """Each apply by what it was killed at: promote, expand, stage; then finish."""
+    left: dict[str, list[str]]
+    """What each killed apply left in the folder where it died."""
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory: pytest.TempPathFactory) -> Crashed:
+    """One run directory through four applies, each but the last killed."""
+    run_dir = tmp_path_factory.mktemp("apply") / "crashed"
+    out = Crashed(applies={}, left={})
+
+    def names(folder: Path) -> list[str]:
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    try:
+        # 1. train-xs has trained; apply dies with its final checkpoint renamed to .xs.moving, no sidecar yet
+        out.applies["promote"] = apply(run_dir, failpoints="promote-moved")
+        out.left["promote"] = names(run_dir / "members")
+        # 2. train-xs is adopted; apply dies with about half of expand-xs-s's tensors written
+        out.applies["expand"] = apply(run_dir, failpoints="expand-midway")
+        out.left["expand"] = names(run_dir / "expansions")
+        out.left["expand-tmp"] = [f"{p.name}:{p.stat().st_size}" for t in (run_dir / "expansions").glob(".*")
+                                  for p in sorted(t.iterdir())]
+        # what a kill during train-m's first periodic save would leave: a checkpoint folder, no complete save
+        torn = run_dir / "steps" / "train-m" / "dump" / "checkpoint" / "step-3"
+        torn.mkdir(parents=True)
+        (torn / "__0_0.distcp").write_bytes(b"PK\x03\x04")
+        # 3. SIGKILL of apply's process group while train-l trains, past its first periodic checkpoint
+        out.applies["stage"] = apply_killed_at(run_dir, "train-l", 4)
+        out.left["stage"] = names(run_dir / "steps" / "train-l" / "dump" / "checkpoint")
+        # 4. to the end
+        out.applies["finish"] = apply(run_dir)
+        return out
+    finally:
+        kill_stage_workers(run_dir)
+
+
+def test_a_kill_between_the_renames_of_a_member_is_adopted(crashed: Crashed) -> None:
+    killed = crashed.applies["promote"]
+    assert killed.returncode == KILLED, killed.output[-4000:]
+    assert "train-xs: trained" not in killed.output
+    assert crashed.left["promote"] == [".xs.moving"]
+    nxt = crashed.applies["expand"]
+    assert "[1/7] train-xs: found complete, adopted" in nxt.output
+    xs = nxt.state["steps"]["train-xs"]
+    assert xs["status"] == "completed" and xs["attempts"] == 1
+    metrics, step = xs["metrics"], plan_of(nxt.run_dir).step("train-xs")
+    assert metrics["tokens"] == step.tokens and metrics["flops"] == step.flops
+    assert metrics["wall_seconds"] > 0  # the training's wall time survives the crash
+    assert verify_sidecar(nxt.run_dir / "members" / "xs", sidecar=MEMBER_SIDECAR) == []
+
+
+def test_a_kill_in_the_middle_of_an_expansion_leaves_only_a_temporary_folder(crashed: Crashed) -> None:
+    killed = crashed.applies["expand"]
+    assert killed.returncode == KILLED, killed.output[-4000:]
+    assert "expand-xs-s: growing xs -> s" in killed.output and "expand-xs-s: wrote" not in killed.output
+    left = crashed.left["expand"]
+    assert len(left) == 1 and left[0].startswith(".expand-xs-s.tmp-"), left  # never a half-written expand-xs-s
+    (data,) = crashed.left["expand-tmp"]  # some tensors written; no .metadata, no sidecar
+    assert data.startswith("__0_0.distcp:") and int(data.split(":")[1]) > 0, data
+    assert killed.status("expand-xs-s") == "running"
+    after = crashed.applies["stage"]
+    assert "[2/7] expand-xs-s: wrote" in after.output  # grown again; the temporary folder removed
+    assert sorted(p.name for p in (after.run_dir / "expansions").iterdir()) == ["expand-m-l", "expand-s-m",
+                                                                               "expand-xs-s"]
+    assert after.state["steps"]["expand-xs-s"]["attempts"] == 2
+
+
+def test_a_stage_whose_first_checkpoint_was_torn_starts_from_its_grown_weights(
+        crashed: Crashed) -> None:
+    run_dir = crashed.applies["finish"].run_dir
+    sections = stage_sections(run_dir / "steps" / "train-m" / "stdout.log")
+    assert len(sections) == 1
+    loaded = {line.split(" - ")[-1] for line in sections[0].splitlines() if "Loading the checkpoint from" in line}
+    assert loaded == {f"Loading the checkpoint from {(run_dir / 'expansions' / 'expand-s-m').resolve()}."}
+
+
+def test_a_kill_mid_stage_resumes_from_the_newest_checkpoint(crashed: Crashed) -> None:
+    killed = crashed.applies["stage"]
+    assert killed.returncode == KILLED, killed.output[-4000:]
+    assert killed.status("train-l") == "running"
+    saved = crashed.left["stage"]
+    assert "step-3" in saved, saved
+    finish = crashed.applies["finish"]
+    assert finish.returncode == 0, finish.output[-4000:]
+    # the kill left the two workers (frozen by the test, see apply_killed_at): apply stopped them first
+    assert "note: stopped 2 stage processes that a killed apply left training" in finish.output
+    assert stage_workers(finish.run_dir) == []
+    run_dir = finish.run_dir
+    sections = stage_sections(run_dir / "steps" / "train-l" / "stdout.log")
+    assert len(sections) == 2
+    resumed = {line.split(" - ")[-1] for line in sections[1].splitlines() if "Loading the checkpoint from" in line}
+    assert len(resumed) == 1, resumed  # the same on both ranks
+    loaded = resumed.pop()
+    assert f"{(run_dir / 'steps' / 'train-l' / 'dump' / 'checkpoint').resolve()}/step-" in loaded, loaded
+    step = int(loaded.rsplit("step-", 1)[1].rstrip("."))
+    assert step % 3 == 0 and 3 <= step < 13
+    assert f"Training starts at step {step + 1}" in sections[1]
+    # the steps trained twice (before the kill and after the resume) have bitwise the same loss
+    losses: dict[int, set[float]] = {}
+    for line in (run_dir / "steps" / "train-l" / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        losses.setdefault(record["step"], set()).add(record["loss"])
+    assert sorted(losses) == list(range(1, 14)) and all(len(v) == 1 for v in losses.values()), losses
+    state = finish.state
+    assert all(v["status"] == "completed" for k, v in state["steps"].items() if not k.startswith("baseline-"))
+    assert state["steps"]["train-l"]["attempts"] == 2
+    metrics = state["steps"]["train-l"]["metrics"]
+    planned = plan_of(run_dir).step("train-l")
+    assert (metrics["steps"], metrics["tokens"], metrics["flops"]) == (13, planned.tokens, planned.flops)
+    assert metrics["wall_seconds"] > 0
+
+
+def test_the_killed_run_ends_with_the_reference_members(crashed: Crashed,
+                                                        reference_losses: dict[str, float]) -> None:
+    finish = crashed.applies["finish"]
+    assert finish.returncode == 0, finish.output[-4000:]
+    for member in ("xs", "s", "m", "l"):
+        assert verify_sidecar(finish.run_dir / "members" / member, sidecar=MEMBER_SIDECAR) == []
+    losses = heldout_losses(finish.run_dir)
+    # resuming restores the weights, AdamW's moments, the schedule and each rank's place in the data:
+    # the killed run's members are the reference's (bitwise on torch 2.13 CPU, eager)
+    assert losses == pytest.approx(reference_losses, rel=1e-5), (losses, reference_losses)
