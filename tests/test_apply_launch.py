@@ -152,7 +152,8 @@ def test_the_slurm_launcher_writes_the_golden_sbatch_script(slurm: tuple[Path, s
     for stage in ("train-xs", "train-s"):  # the job files the script's torchrun lines name
         assert (run_dir / "steps" / stage / "job.toml").is_file()
     root = str(run_dir.resolve())
-    text = script.replace(f"{root}/plan.json", "$PLAN").replace(root, "$RUN_DIR").replace(sys.executable, "$PYTHON")
+    text = (script.replace(f"{root}/plan.json", "$PLAN").replace(root, "$RUN_DIR").replace(sys.executable, "$PYTHON")
+            .replace(str(REPO), "$WORKDIR"))
     assert_golden(GOLDEN / "pair.sbatch", text)
     check = subprocess.run(["bash", "-n", str(run_dir / "familyc.sbatch")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr

@@ -16,10 +16,12 @@ MASTER_ADDR, MASTER_PORT) are set when absent; HF_HUB_OFFLINE and HF_DATASETS_OF
 
 In order: CPU compatibility (before torchtitan touches the device), flavors, the config, the
 Trainer; then rank 0's metrics logger is wrapped to write the JSONL, and `train()`, `close()`,
-and the process group is destroyed. A non-finite loss stops the stage at once: torchtitan 0.2.2
-checks nothing (it would log NaN and save NaN weights), so every training step here checks its
-loss before the optimizer step and the process exits with EXIT_NONFINITE_LOSS and a message
-(torchrun then stops the other ranks).
+and the process group is destroyed. A non-finite loss or gradient norm stops the stage at once:
+torchtitan 0.2.2 checks nothing (it would log NaN and save NaN weights), so every training step
+here checks its loss and its gradient norm before the optimizer step and the process exits with
+EXIT_NONFINITE_LOSS and a message (torchrun then stops the other ranks). Every worker asks the
+kernel to kill it when its torchrun dies (Linux), so killing apply's process group leaves no
+worker training on.
 """
 
 from __future__ import annotations
@@ -162,7 +164,8 @@ def _start_data_at(trainer: Any, path: str | None) -> None:
 
 
 def _record_data_position(trainer: Any, path: str | None) -> None:
-    """Write every rank's data position after the last step (rank 0 writes the file)."""
+    """Write every rank's data position after the last step (rank 0 writes the file), before the final save:
+    a stage whose final checkpoint exists always has its position file."""
     import torch
 
     if not path:
@@ -185,18 +188,67 @@ def _trainer_class() -> type:
     from torchtitan.train import Trainer
 
     class FamilycTrainer(Trainer):
-        """torchtitan's Trainer that stops at the first non-finite loss, before the optimizer step."""
+        """torchtitan's Trainer that stops at the first non-finite loss or gradient norm (before the optimizer
+        step, so nothing non-finite is ever saved) and records its data position after its last step."""
 
         def forward_backward_step(self, **kwargs: Any) -> torch.Tensor:
             loss = super().forward_backward_step(**kwargs)
             if not torch.isfinite(loss).all().item():
-                rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
                 raise NonFiniteLossError(
-                    f"step {self.step}: the loss is {loss.item()} on rank {rank}; stopped before the optimizer "
+                    f"step {self.step}: the loss is {loss.item()} on rank {_rank()}; stopped before the optimizer "
                     "step (nothing saved). Lower the learning rate, or check the initial weights.")
             return loss
 
+        def train_step(self, *args: Any, **kwargs: Any) -> None:
+            global _STEP
+            _STEP = self.step
+            super().train_step(*args, **kwargs)
+            if self.step == self.job_config.training.steps:  # before the final checkpoint is saved
+                _record_data_position(self, os.environ.get(DATA_END_ENV))
+
     return FamilycTrainer
+
+
+_STEP = 0
+"""The step being trained (for messages from hooks that torchtitan calls without it)."""
+
+
+def _rank() -> int:
+    import torch
+
+    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+
+
+def _check_gradient_norms() -> None:
+    """Wrap torchtitan's gradient clipping (between backward and the optimizer step) to refuse a non-finite norm."""
+    import torch
+    import torchtitan.distributed.utils as dist_utils
+
+    clip = dist_utils.clip_grad_norm_
+    if getattr(clip, "_familyc_checked", False):
+        return
+
+    def checked(*args: Any, **kwargs: Any) -> torch.Tensor:
+        norm = clip(*args, **kwargs)
+        if not torch.isfinite(torch.as_tensor(norm)).all().item():
+            raise NonFiniteLossError(f"step {_STEP}: the gradient norm is {float(norm)} on rank {_rank()}; stopped "
+                                     "before the optimizer step (nothing saved). Lower the learning rate.")
+        return norm
+
+    checked._familyc_checked = True  # type: ignore[attr-defined]
+    dist_utils.clip_grad_norm_ = checked
+
+
+def _die_with_parent() -> None:
+    """Linux: this worker gets SIGKILL when torchrun (its parent) dies, even by SIGKILL; no orphans train on."""
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def run(argv: list[str]) -> int:
@@ -225,6 +277,8 @@ def run(argv: list[str]) -> int:
         return EXIT_CONFIG
 
     init_logger()
+    _die_with_parent()
+    _check_gradient_norms()
     config = ConfigManager().parse_args(rest)
     if config.model.name != "llama3" or config.model.flavor not in llama3_args:
         source = os.environ.get(FLAVORS_ENV)
@@ -245,7 +299,6 @@ def run(argv: list[str]) -> int:
                                             world_size=torch.distributed.get_world_size())
         _start_data_at(trainer, os.environ.get(DATA_START_ENV))
         trainer.train()
-        _record_data_position(trainer, os.environ.get(DATA_END_ENV))
     except NonFiniteLossError as exc:
         print(f"familyc stage: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_NONFINITE_LOSS)  # no close(): peers may be waiting in a collective; torchrun stops them

@@ -169,7 +169,7 @@ def _write_slurm(plan, run, state, options, data, plan_file, submit) -> None:  #
     script = run.root / SCRIPT
     script.write_text(sbatch_script(plan, run, plan_file=plan_file, python=sys.executable,
                                     nproc_per_node=options.launch.nproc_per_node, nnodes=options.launch.nnodes,
-                                    baselines=options.baselines, on_cpu=options.launch.on_cpu))
+                                    baselines=options.baselines, on_cpu=options.launch.on_cpu, workdir=Path.cwd()))
     script.chmod(0o755)
     out().print(f"wrote {script}", markup=False)
     if submit:

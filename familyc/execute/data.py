@@ -143,20 +143,56 @@ def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInpu
         tokenizer_dir = builtin.tokenizer_dir
     else:
         tokenizer_dir = (spec_directory(plan, plan_file) / tokenizer.name).resolve()
+    heldout = builtin.heldout_dir if data.kind == "builtin" and builtin else None
+    if data.kind == "path":
+        heldout = dataset.parent / "heldout"
+    _write_inputs(run, dataset=dataset, tokenizer=tokenizer_dir, heldout=heldout)
     return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline)
+
+
+INPUTS_FILE = "inputs.json"
+
+
+def _write_inputs(run: RunDir, *, dataset: Path, tokenizer: Path, heldout: Path | None) -> None:
+    """RUN_DIR/inputs.json: the data and tokenizer the run trains with (report and export read it);
+    paths inside the run directory are relative to it, so the directory can move."""
+    def shown(path: Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return path.resolve().relative_to(run.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    body = {"dataset": shown(dataset), "tokenizer": shown(tokenizer), "heldout": shown(heldout)}
+    (run.root / INPUTS_FILE).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+
+
+def run_inputs(run: RunDir) -> dict[str, Path | None]:
+    """What _write_inputs recorded, as paths; empty when the run predates it."""
+    try:
+        body = json.loads((run.root / INPUTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: (run.root / v if v and not Path(v).is_absolute() else Path(v) if v else None) for k, v in body.items()}
 
 
 def run_tokenizer_dir(plan: Plan, run: RunDir) -> Path:
     """The tokenizer folder the run trained with, found without building or downloading anything (export).
 
-    builtin: the run's assets/stdlib-docstrings-*/tokenizer/ whose manifest names the plan's vocabulary
+    What apply recorded in RUN_DIR/inputs.json; for older runs, builtin: the run's
+    assets/<corpus>-*/tokenizer/ whose manifest names the plan's vocabulary
     and held-out fraction, its tokenizer files checked against the manifest; path: resolved from the
     spec's folder as prepare_data resolves it (relative to the working directory apply ran in)."""
     tokenizer = plan.tokenizer
+    recorded = run_inputs(run).get("tokenizer")
+    if recorded is not None and (recorded / "tokenizer.json").is_file():
+        return recorded
     if tokenizer.kind == "builtin":
         vocab = BUILTIN_TOKENIZER_VOCAB.get(tokenizer.name, 2048)
+        corpus = plan.data.name if plan.data.kind == "builtin" else "stdlib-docstrings"
         found = []
-        for root in sorted(run.assets.glob("stdlib-docstrings-*")):
+        for root in sorted(run.assets.glob(f"{corpus}-*")):
             try:
                 manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
                 inputs = manifest["inputs"]
@@ -191,6 +227,9 @@ def run_tokenizer_dir(plan: Plan, run: RunDir) -> Path:
 
 def heldout_dir(plan: Plan, run: RunDir) -> Path | None:
     """The held-out split of the run's data, when familyc made one (report and calibration read it)."""
+    recorded = run_inputs(run).get("heldout")
+    if recorded is not None and recorded.is_dir():
+        return recorded
     if plan.data.kind == "builtin":
         for root in sorted(run.assets.glob(f"{plan.data.name}-*")):
             if (root / "heldout").is_dir():

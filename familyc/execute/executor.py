@@ -41,6 +41,7 @@ from familyc.execute.state import COMPLETED, FAILED, RUNNING, RunState, StepStat
 from familyc.plan.ir import ExpandStep, Plan, TrainStep
 
 POLL_SECONDS = 0.5
+DATA_POSITION = "data_position.json"
 CHECKPOINT_BYTES_PER_PARAM = 4 + 4 + 8
 """A periodic full checkpoint: fp32 weights (4 bytes per parameter) and AdamW's two fp32 moments (8);
 gradients are not saved, the extra 4 are headroom for the dataloader and train state."""
@@ -296,6 +297,10 @@ class Executor:
         argv += list(self.options.extra_stage_args)
         env = stage_env(launch, flavors=self.run.flavors_path, metrics=metrics_path,
                         datasets_cache=self.run.datasets_cache)
+        env["FAMILYC_DATA_END"] = str(self.data_position(step.id).resolve())
+        start = self._data_start(step)
+        if start is not None:
+            env["FAMILYC_DATA_START"] = str(start.resolve())
         if not self.data.offline:
             env.pop("HF_HUB_OFFLINE", None)
             env.pop("HF_DATASETS_OFFLINE", None)
@@ -311,16 +316,42 @@ class Executor:
                     _stop(process)
                     raise
 
+    def data_position(self, step_id: str) -> Path:
+        """Where a stage records each rank's position in the data after its last step (promotion copies it
+        into the member's folder, where the next stage reads it)."""
+        return self.run.step_dir(step_id) / DATA_POSITION
+
+    def _data_start(self, step: TrainStep) -> Path | None:
+        if step.data_continues_from is None:
+            return None
+        previous = self.plan.step(step.data_continues_from)
+        start = self.run.weights(previous) / DATA_POSITION  # type: ignore[arg-type]
+        if not start.is_file():
+            self.progress.line(f"{step.id}: {start} is missing, so this stage starts at the first document "
+                               "instead of where the previous stage stopped")
+            return None
+        return start
+
     def _watch(self, process: subprocess.Popen[bytes], step: TrainStep, metrics_path: Path) -> int:
+        """Wait for the stage, reading only the metrics lines it appended since the last look."""
+        offset = 0
         while True:
             code = process.poll()
-            records = stage_metrics.read_records(metrics_path)
-            if records:
-                last = records[-1]
-                tps = last.get("tps")
-                world = last.get("world_size") or 1
-                self.progress.stage_progress(step=last["step"], loss=last.get("loss"),
-                                             tokens_per_second=tps * world if isinstance(tps, int | float) else None)
+            if metrics_path.is_file():
+                with metrics_path.open("rb") as f:
+                    f.seek(offset)
+                    chunk = f.read()
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                offset += len(complete)
+                for line in complete.decode("utf-8", errors="replace").splitlines()[-1:]:
+                    try:
+                        last = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    tps, world = last.get("tps"), last.get("world_size") or 1
+                    self.progress.stage_progress(step=last["step"], loss=last.get("loss"),
+                                                 tokens_per_second=tps * world if isinstance(tps, int | float)
+                                                 else None)
             if code is not None:
                 return code
             time.sleep(POLL_SECONDS)
@@ -351,6 +382,9 @@ class Executor:
         if not moving.exists():
             os.rename(final, moving)
         failpoint("promote-moved")
+        position = self.data_position(step.id)
+        if position.is_file():  # the member keeps where its data ended (the next stage starts there)
+            shutil.copyfile(position, moving / position.name)
         files = {p.name: sha256_file(p) for p in sorted(moving.iterdir()) if p.is_file() and p.name != MEMBER_SIDECAR}
         member = self.plan.member(step.member)
         sidecar = {"plan_id": self.plan.plan_id, "step": step.id, "member": step.member,
@@ -434,9 +468,11 @@ def _tail(path: Path, lines: int = 200) -> str:
 def _diagnose(log: Path, code: int) -> tuple[str, str]:
     """A failed stage's cause, from the end of its log: (message, hint)."""
     text = _tail(log)
-    if "the loss is nan" in text or "the loss is inf" in text or "the loss is -inf" in text:
-        line = next(line for line in text.splitlines() if "the loss is" in line)
-        return (f"non-finite loss: {line.split('familyc stage: ')[-1].strip()}",
+    for what, marker in (("loss", "the loss is"), ("gradient", "the gradient norm is")):
+        line = next((line for line in text.splitlines() if "familyc stage: " in line and marker in line), None)
+        if line is None:
+            continue
+        return (f"non-finite {what}: {line.split('familyc stage: ')[-1].strip()}",
                 "lower the peak learning rate or check the initial weights; apply again resumes from the last "
                 "checkpoint")
     if "No space left on device" in text:

@@ -23,7 +23,9 @@ SCRIPT = "familyc.sbatch"
 
 
 def sbatch_script(plan: Plan, run: RunDir, *, plan_file: Path, python: str, nproc_per_node: int, nnodes: int,
-                  baselines: bool, on_cpu: bool) -> str:
+                  baselines: bool, on_cpu: bool, workdir: Path) -> str:
+    """`workdir`: where `familyc apply` ran; the script runs there too, so the plan's relative spec path
+    (checked for changes before each familyc step) resolves as it did."""
     q = shlex.quote
     root = run.root.resolve()
     familyc = f"{q(python)} -m familyc"
@@ -43,7 +45,7 @@ def sbatch_script(plan: Plan, run: RunDir, *, plan_file: Path, python: str, npro
         "# One `srun torchrun` per training stage; familyc records each member and grows it into the next.",
         "# Submit it again to resume: finished steps are skipped.",
         "set -euo pipefail",
-        f"cd {q(str(root))}",
+        f"cd {q(str(workdir.resolve()))}",
         'HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         f"export FAMILYC_FLAVORS={q(str(run.flavors_path.resolve()))}",
         f"export HF_DATASETS_CACHE={q(str(run.datasets_cache.resolve()))}",

@@ -43,8 +43,8 @@ def compare_models(source: ModelShape, source_state: dict[str, torch.Tensor], ta
         logits.append(forward_logits(model.eval(), tokens))
         del model
     before, after = logits
-    log_p = torch.log_softmax(before, dim=-1)
-    log_q = torch.log_softmax(after, dim=-1)
+    log_p = torch.log_softmax(before.double(), dim=-1)  # float64: a preserved function shows a KL of ~0, not -1e-9
+    log_q = torch.log_softmax(after.double(), dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean()
     return VerifyResult(max_abs_logit_diff=float((before - after).abs().max()), mean_kl=float(kl),
                         tokens=tokens.numel())

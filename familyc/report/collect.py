@@ -6,7 +6,6 @@ A run that is still going, or failed, reports what exists and lists what is miss
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -269,27 +268,19 @@ def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_to
 
 def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> tuple[Any, dict[str, Any]]:
     try:
-        from familyc.execute.data import heldout_dir
+        from familyc.execute.data import heldout_dir, run_tokenizer_dir
         from familyc.report.quality import Evaluator
     except ImportError as exc:  # the planning-only install has no torch
         missing.append(f"held-out evaluation (needs the train extra: {exc.name})")
         return None, {}
     folder = heldout_dir(plan, run)
-    tokenizer = _tokenizer_dir(plan, run)
+    try:
+        tokenizer: Path | None = run_tokenizer_dir(plan, run)
+    except FamilycError:
+        tokenizer = None
     if folder is None or tokenizer is None:
         missing.append("held-out evaluation (this run's data has no held-out split familyc made)")
         return None, {}
     evaluator = Evaluator(plan, run, folder, tokenizer, max_tokens=max_tokens)
     return evaluator, {"path": run.relative(folder), "tokens": evaluator.heldout.tokens,
                        "documents": evaluator.heldout.documents}
-
-
-def _tokenizer_dir(plan: Plan, run: RunDir) -> Path | None:
-    job_files = sorted(run.root.glob("steps/*/job.toml"))
-    for job in job_files:  # the tokenizer the stages trained with
-        for line in job.read_text().splitlines():
-            if line.startswith("hf_assets_path"):
-                path = Path(json.loads(line.split("=", 1)[1].strip()))
-                if (path / "tokenizer.json").is_file():
-                    return path
-    return None
