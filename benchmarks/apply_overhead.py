@@ -11,7 +11,8 @@ earlier step). Each round runs, in alternation on the same machine,
   direct:  `torchrun --standalone --nproc-per-node 2 -m torchtitan.train --job.config_file <that same
            job.toml>` with a fresh dump folder, the same environment (flavors, one thread per rank)
 Tokens/s is torchtitan's own per-rank `tps` from each run's log, averaged over logged steps after
-the first 10 (compile and warm-up), times the number of ranks. ratio = familyc / direct.
+the first 10 (compile and warm-up), times the number of ranks. Rounds alternate which of the two
+runs first. ratio = mean familyc / mean direct.
 --family: `time familyc apply specs/tiny.yaml --yes` into a fresh run directory.
 """
 
@@ -70,13 +71,25 @@ def overhead(args: argparse.Namespace) -> None:
     for round_ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="familyc-overhead-") as tmp:
             work = Path(tmp)
+            familyc_first = round_ % 2 == 0  # alternate which runs first (caches, clocks)
+            if not familyc_first:  # the direct run needs familyc's job file: write it without training
+                subprocess.run([sys.executable, "-m", "familyc", "apply", str(REPO / "plans" / "tiny.plan.json"),
+                                "--yes", "--run-dir", str(work / "familyc"), "--baselines", "--only",
+                                f"baseline-{args.member}", "--launcher", "slurm"], check=True, cwd=REPO,
+                               stdout=subprocess.DEVNULL)
+                job = work / "familyc" / "steps" / f"baseline-{args.member}" / "job.toml"
+                tps, wall = run_direct(work, job, work / "familyc")
+                direct_tps.append(tps)
+                direct_wall.append(wall)
+                shutil.rmtree(work / "familyc")
             tps, wall, run = run_familyc(work, args.member)
             familyc_tps.append(tps)
             familyc_wall.append(wall)
-            job = run / "steps" / f"baseline-{args.member}" / "job.toml"
-            tps, wall = run_direct(work, job, run)
-            direct_tps.append(tps)
-            direct_wall.append(wall)
+            if familyc_first:
+                job = run / "steps" / f"baseline-{args.member}" / "job.toml"
+                tps, wall = run_direct(work, job, run)
+                direct_tps.append(tps)
+                direct_wall.append(wall)
             print(f"round {round_ + 1}: familyc {familyc_tps[-1]:,.0f} tok/s ({familyc_wall[-1]:.1f} s wall), "
                   f"direct {direct_tps[-1]:,.0f} tok/s ({direct_wall[-1]:.1f} s wall)", flush=True)
     ratio = statistics.fmean(familyc_tps) / statistics.fmean(direct_tps)
@@ -97,7 +110,7 @@ def family() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--member", default="m")
     parser.add_argument("--family", action="store_true", help="time the whole tiny family instead")
     args = parser.parse_args()

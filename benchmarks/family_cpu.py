@@ -115,13 +115,14 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{m['independent_loss']:.4f} | {m['ratio_to_independent']:.4f} | "
                      f"{m['stage_tokens']:,} ({m['stage_epochs']:.2f}) | "
                      f"{m['independent_tokens']:,} ({m['independent_epochs']:.2f}) |")
+    kl, wall = result["mean_adjacent_kl"], result["wall_seconds"]
     lines += ["", "| family | FLOPs | wall time | mean adjacent KL (both directions) |", "|---|---:|---:|---:|",
-              f"| progressive, LR per size | {f['progressive']:.3e} | | {result['mean_adjacent_kl']['progressive']:.4f} |",
-              f"| progressive, one LR | {f['constant_lr']:.3e} | {result['wall_seconds']['constant-lr']:.0f} s | "
-              f"{result['mean_adjacent_kl']['constant_lr']:.4f} |",
-              f"| independent | {f['independent']:.3e} | | {result['mean_adjacent_kl']['independent']:.4f} |", "",
+              f"| progressive, LR per size | {f['progressive']:.3e} | | {kl['progressive']:.4f} |",
+              f"| progressive, one LR | {f['constant_lr']:.3e} | {wall['constant-lr']:.0f} s | "
+              f"{kl['constant_lr']:.4f} |",
+              f"| independent | {f['independent']:.3e} | | {kl['independent']:.4f} |", "",
               f"Progressive / independent FLOPs: {f['ratio']:.3f}. Wall time: progressive and independent together "
-              f"{result['wall_seconds']['lr-per-size']:.0f} s, the whole benchmark {result['wall_seconds']['total']:.0f} s.",
+              f"{wall['lr-per-size']:.0f} s, the whole benchmark {wall['total']:.0f} s.",
               "", "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else 'MISSED'}" for name, ok in result["targets"].items()]
     return "\n".join(lines) + "\n"

@@ -1,0 +1,136 @@
+"""familyc report and calibrate on a real (small) run with baselines: every format, the JSON contract,
+the plots, function preservation seen in the run, and calibrate -> plan --profile."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torchtitan.train", reason="the report evaluates members with torchtitan's model")
+pytest.importorskip("matplotlib", reason="the report draws plots")
+
+from conftest import REPO  # noqa: E402
+
+from familyc.plan.ir import loads  # noqa: E402
+
+PAIR = "tests/fixtures/specs-apply/pair.yaml"
+TIMEOUT = 600
+
+
+def familyc(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    env.pop("FAMILYC_FAILPOINTS", None)
+    return subprocess.run([sys.executable, "-m", "familyc", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT, env=env)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("report") / "run"
+    proc = familyc("apply", PAIR, "--yes", "--run-dir", str(run), "--baselines", "--no-compile")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(run_dir: Path) -> dict[str, Any]:
+    proc = familyc("report", str(run_dir), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_json_report_keeps_its_contract(report: dict[str, Any], run_dir: Path) -> None:
+    assert report["complete"] and report["missing"] == []
+    step_keys = {"id", "kind", "predicted_flops", "actual_flops", "predicted_seconds", "actual_seconds",
+                 "tokens_planned", "tokens_actual"}
+    assert all(step_keys <= set(s) for s in report["steps"])
+    trains = [s for s in report["steps"] if s["kind"] == "train"]
+    assert {s["id"] for s in trains} == {"train-xs", "train-s", "baseline-xs", "baseline-s"}
+    for s in trains:  # one formula: predicted and actual FLOPs agree exactly once the stage ran as planned
+        assert s["tokens_actual"] == s["tokens_planned"] and s["actual_flops"] == s["predicted_flops"]
+        assert s["actual_seconds"] > 0 and s["errors"]["flops"] == 0.0
+        assert s["mfu"] is None  # cpu: no known peak
+    assert [m["name"] for m in report["members"]] == ["xs", "s"]
+    assert all(m["heldout_loss"] > 0 and m["baseline_heldout_loss"] > 0 for m in report["members"])
+    (kl,) = report["kl"]
+    assert (kl["small"], kl["large"]) == ("xs", "s") and kl["kl_small_large"] > 0 and kl["kl_large_small"] > 0
+    assert len(report["kl_independent"]) == 1
+    totals = report["totals"]
+    assert {"predicted_flops", "actual_flops"} <= set(totals)
+    assert totals["actual_flops"] == totals["predicted_flops"]
+    assert totals["savings_measured"] == pytest.approx(totals["savings_planned"], abs=1e-3)
+    assert report["heldout"]["tokens"] > 0
+
+
+def test_growth_is_seen_to_preserve_the_function_in_the_real_run(report: dict[str, Any]) -> None:
+    (growth,) = report["growth"]
+    assert growth["exactness"] == "exact"
+    assert growth["loss_after"] == pytest.approx(growth["loss_before"], abs=1e-5)
+    assert growth["first_train_loss"] is not None
+
+
+def test_every_format_renders_and_the_html_embeds_the_plots(run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for fmt in ("text", "markdown", "html", "json"):
+        proc = familyc("report", str(run_dir), "--format", fmt, "-o", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {"report.json", "report.md", "report.html", "report.txt", "loss_vs_flops.png", "predicted_vs_actual.png",
+            "kl_adjacent.png"} <= names
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3
+    markdown = (out / "report.md").read_text()
+    assert "![loss_vs_flops](loss_vs_flops.png)" in markdown and "| train-xs |" in markdown
+    text = (out / "report.txt").read_text()
+    assert "Members on held-out text" in text and "saving against independent training: planned" in text
+    assert (out / "loss_vs_flops.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_calibrate_makes_the_next_plan_predict_the_measured_times(run_dir: Path, tmp_path: Path) -> None:
+    profile = tmp_path / "cpu.json"
+    proc = familyc("calibrate", str(run_dir), "-o", str(profile))
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(profile.read_text())
+    assert body["accelerator"] == "cpu" and 0 < body["mfu"] < 1 and body["stage_overhead_seconds"] > 0
+    before = loads((run_dir / "plan.json").read_text())
+    planned = familyc("plan", PAIR, "--profile", str(profile), "--format", "json")
+    assert planned.returncode == 0, planned.stderr
+    after = loads(planned.stdout)
+    assert after.calibration is not None and after.calibration.mfu == body["mfu"]
+    state = json.loads((run_dir / "state.json").read_text())
+    for step_id in ("train-xs", "train-s"):
+        measured = state["steps"][step_id]["metrics"]["wall_seconds"]
+        old, new = before.step(step_id).predicted_seconds, after.step(step_id).predicted_seconds
+        assert new != old
+        assert abs(new - measured) < abs(old - measured)  # closer to what the run took
+        assert abs(new - measured) / measured < 0.5
+    wrong = familyc("plan", "specs/llama_1b_8b.yaml", "--profile", str(profile))
+    assert wrong.returncode == 1 and "measured cpu/fp32" in wrong.stderr
+
+
+def test_a_report_on_an_unfinished_run_says_what_is_missing(tmp_path: Path) -> None:
+    run = tmp_path / "partial"
+    proc = familyc("apply", PAIR, "--yes", "--run-dir", str(run), "--only", "train-xs", "--no-compile")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = familyc("report", str(run), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert not report["complete"]
+    assert "expand-xs-s is pending" in report["missing"] and "train-s is pending" in report["missing"]
+    assert report["members"][0]["heldout_loss"] > 0 and report["members"][1]["heldout_loss"] is None
+    text = familyc("report", str(run))
+    assert text.returncode == 0 and "missing: train-s is pending" in text.stdout
+
+
+def test_a_directory_that_is_not_a_run_is_refused(tmp_path: Path) -> None:
+    proc = familyc("report", str(tmp_path))
+    assert proc.returncode == 1 and "is not a familyc run directory" in proc.stderr
+    proc = familyc("report", str(tmp_path / "nowhere"))
+    assert proc.returncode == 1 and "no such directory" in proc.stderr
