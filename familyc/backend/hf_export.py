@@ -53,6 +53,7 @@ from familyc.backend.model import plan_model_args
 from familyc.compiler.derive_shapes import shape_of
 from familyc.errors import FamilycError
 from familyc.expand.checkpoint import CheckpointError, SourceCheckpoint
+from familyc.files import remove_stale_temporaries, sync_folder, temporary_sibling
 from familyc.plan.ir import Plan
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -339,8 +340,8 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
     source = SourceCheckpoint(checkpoint)
     source.validate(model_keys(shape_of(member)))
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    remove_stale_temporaries(out)
+    tmp = temporary_sibling(out)
     shutil.rmtree(tmp, ignore_errors=True)  # only this process could have left it
     try:
         tmp.mkdir()
@@ -356,11 +357,11 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
                 "member": member_name, "step": facts.step, "baseline": facts.baseline, "dtype": dtype,
                 "rope_scaling": config["rope_scaling"], **(sidecar or {}), "files": dict(sorted(files.items()))}
         _write_json(tmp / SIDECAR_FILE, body)
-        _sync_folder(tmp)
+        sync_folder(tmp)
         if out.exists() or out.is_symlink():
             raise FamilycError(f"{out}: appeared while familyc was exporting into it; left untouched")
         os.rename(tmp, out)
-        _sync_folder(out.parent)
+        sync_folder(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -377,29 +378,3 @@ def _write_bytes(path: Path, data: bytes) -> str:
 
 def _write_json(path: Path, data: Any) -> str:
     return _write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def _sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary folders for `out` left by exports that were killed mid-write."""
-    for tmp in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from familyc.execute.rundir import RunDir, all_steps
+from familyc.files import pid_alive
 from familyc.plan.ir import Plan
 
 
@@ -92,10 +93,4 @@ def _stage_alive(pid: int) -> bool:
     reused by another program is not a stage; elsewhere any live process counts."""
     if Path("/proc/self/stat").is_file():
         return _running(pid) and _is_torchrun(_cmdline(pid))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    return pid_alive(pid)

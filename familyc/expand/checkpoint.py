@@ -52,6 +52,7 @@ from torch.distributed.checkpoint import metadata as dcp_metadata
 
 from familyc.errors import FamilycError
 from familyc.expand.operators import Expansion, Getter, TargetTensor
+from familyc.files import remove_stale_temporaries, sync_folder, temporary_sibling
 
 DATA_FILE = "__0_0.distcp"
 METADATA_FILE = ".metadata"
@@ -364,8 +365,8 @@ def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TargetTensor],
         raise CheckpointError(f"{dst}: already exists; familyc never overwrites a checkpoint",
                               hint="choose another destination, or remove it first")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(dst)
-    tmp = dst.parent / f".{dst.name}.tmp-{os.getpid()}"
+    remove_stale_temporaries(dst)
+    tmp = temporary_sibling(dst)
     shutil.rmtree(tmp, ignore_errors=True)  # only this process could have left it
     try:
         tmp.mkdir()
@@ -387,11 +388,11 @@ def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TargetTensor],
         files[METADATA_FILE] = _write_small(tmp / METADATA_FILE, metadata)
         text = json.dumps({**sidecar, "files": files}, indent=2, sort_keys=True) + "\n"
         _write_small(tmp / SIDECAR_FILE, text.encode())
-        _sync_folder(tmp)
+        sync_folder(tmp)
         if dst.exists() or dst.is_symlink():  # appeared while we wrote
             raise CheckpointError(f"{dst}: appeared while familyc was writing it; left untouched")
         os.rename(tmp, dst)
-        _sync_folder(dst.parent)
+        sync_folder(dst.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -454,32 +455,6 @@ def _write_small(path: Path, data: bytes) -> str:
 def _sync(f: IO[bytes]) -> None:
     f.flush()
     os.fsync(f.fileno())
-
-
-def _sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_stale_temporaries(dst: Path) -> None:
-    """Temporary folders for `dst` left by processes that no longer run (killed mid-write)."""
-    for tmp in dst.parent.glob(f".{dst.name}.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        pass
-    return True
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -23,6 +23,14 @@ def _pyplot():  # type: ignore[no-untyped-def]
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Write the figure as a reproducible PNG (fixed metadata) and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, metadata=_METADATA)
+    plt.close(fig)
+    return path
+
+
 def loss_vs_flops(report: RunReport, path: Path) -> Path:
     """The paper's picture: every member's and baseline's training loss against cumulative FLOPs."""
     plt = _pyplot()
@@ -45,10 +53,7 @@ def loss_vs_flops(report: RunReport, path: Path) -> Path:
     ax.set_title(f"{report.plan.family.name}: progressive vs independent")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, metadata=_METADATA)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def predicted_vs_actual(report: RunReport, path: Path) -> Path:
@@ -64,10 +69,7 @@ def predicted_vs_actual(report: RunReport, path: Path) -> Path:
     ax.set_ylabel("seconds")
     ax.set_title("predicted vs actual time per stage")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, metadata=_METADATA)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def kl_pairs(report: RunReport, path: Path) -> Path:
@@ -92,10 +94,7 @@ def kl_pairs(report: RunReport, path: Path) -> Path:
     ax.set_ylabel("nats per token (held-out)")
     ax.set_title("KL divergence between adjacent members")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, metadata=_METADATA)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def write_plots(report: RunReport, folder: Path) -> dict[str, Path]:
