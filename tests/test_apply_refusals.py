@@ -13,11 +13,13 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -132,6 +134,42 @@ def test_a_second_apply_on_the_same_run_directory_is_refused(tmp_path: Path, in_
         code, output = invoke("apply", str(PAIR.relative_to(REPO)), "--yes", "--run-dir", str(run))
     assert code == 1
     assert f"another familyc apply is running in {run}" in one_error(output)
+
+
+def test_a_full_disk_stops_the_stage_before_it_starts(tmp_path: Path, in_repo: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=2**20))  # 1 MiB left
+    run = tmp_path / "run"
+    code, output = invoke("apply", str(PAIR.relative_to(REPO)), "--yes", "--run-dir", str(run))
+    assert code == 1
+    assert re.fullmatch(rf"error: step train-xs failed: needs about \d+\.\d GiB free in {re.escape(str(run))} for "
+                        r"its checkpoints, 0\.0 GiB are free", one_error(output)), output
+    assert "hint: free disk space, or use another --run-dir" in output
+    state = json.loads((run / "state.json").read_text())
+    assert [(k, v["status"]) for k, v in state["steps"].items()] == [
+        ("train-xs", "failed"), ("expand-xs-s", "pending"), ("train-s", "pending"), ("baseline-xs", "pending"),
+        ("baseline-s", "pending")]
+    assert not (run / "steps" / "train-xs" / "checkpoint").exists()
+
+
+@pytest.mark.parametrize(("tail", "message", "hint"), [
+    ("[rank1]: familyc stage: step 7: the loss is nan on rank 1; stopped before the optimizer step (nothing saved).",
+     "non-finite loss: step 7: the loss is nan on rank 1; stopped", "lower the peak learning rate"),
+    ("OSError: [Errno 28] No space left on device: 'ckpt/step-200/__0_0.distcp'", "the disk is full",
+     "free disk space and apply again"),
+    ("FileNotFoundError: [Errno 2] No such file or directory: 'data/corpus'", "a file is missing: FileNotFoundError",
+     "check data.dataset and tokenizer in the spec"),
+    ("Segmentation fault (core dumped)", "the stage exited with code 139", "the end of the log says why"),
+])
+def test_a_failed_stage_is_diagnosed_from_the_end_of_its_log(tmp_path: Path, tail: str, message: str,
+                                                             hint: str) -> None:
+    from familyc.execute.executor import _diagnose
+
+    log = tmp_path / "stdout.log"
+    log.write_text("".join(f"[rank0]: step {i} loss 6.1\n" for i in range(5000)) + tail + "\n")
+    got_message, got_hint = _diagnose(log, 139)
+    assert got_message.startswith(message) and got_hint.startswith(hint), (got_message, got_hint)
 
 
 # --- a stage that fails -------------------------------------------------------------------------
