@@ -170,7 +170,9 @@ def test_lowering_orders_steps_and_splits_batches(write_spec: WriteSpec) -> None
             assert step.local_batch_size * step.grad_accum == 8
             assert step.activation_checkpointing == "none" and step.memory.fits
         else:
-            assert isinstance(step, ExpandStep) and step.exactness == "exact" and step.optimizer_state == "fresh"
+            assert isinstance(step, ExpandStep) and step.optimizer_state == "fresh"
+            # the width step adds symmetry-breaking noise; the depth steps are exact
+            assert (step.exactness, step.noise) == (("approximate", 0.05) if step.id == "expand-s-m" else ("exact", 0))
     train_s = state.steps[2]
     assert isinstance(train_s, TrainStep) and (train_s.source, train_s.init_from) == ("xs", "expand-xs-s")
 
@@ -251,6 +253,16 @@ def test_check_plan_warns(write_spec: WriteSpec) -> None:
     assert plan is not None
     assert any("only" in w and "optimizer steps" in w for w in plan.warnings)
     assert len(plan.warnings) == len(set(plan.warnings))
+
+
+def test_check_plan_warns_about_width_growth_without_noise(write_spec: WriteSpec) -> None:
+    """Copies get identical gradients: without noise a widened member never uses its new width."""
+    symmetric = mutated(tiny_data(), **{"growth.1.noise": 0})
+    (warning,) = [w for w in run_until(write_spec(symmetric), "check_plan").plan.warnings if "with noise 0:" in w]
+    assert warning.startswith("expand-s-m: grows the width by copying units with noise 0")
+    assert "set this growth step's noise > 0" in warning
+    noisy = mutated(tiny_data(), **{"growth.1.noise": 0.05})  # the spec's own; depth-only steps never warn
+    assert not [w for w in run_until(write_spec(noisy), "check_plan").plan.warnings if "with noise 0:" in w]
 
 
 def test_compile_is_deterministic(in_repo: Path) -> None:

@@ -3,8 +3,9 @@
 Needs: `plan`. Errors (SpecError, located at the cluster or training key to change): a step
 that does not fit in device memory even with full activation checkpointing and one sequence
 per micro-batch. Warnings (kept in the plan, shown by `plan` and `show`): stages so short
-that the estimate is mostly start-up, activation checkpointing that slows a stage, and
-growth steps that are only approximately function-preserving.
+that the estimate is mostly start-up, activation checkpointing that slows a stage, growth
+steps that are only approximately function-preserving, and width growth without noise (its
+copies never diverge: measured on the CPU benchmark, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import replace
 from familyc import units
 from familyc.compiler.state import Compilation
 from familyc.errors import Diagnostic, SpecError
-from familyc.plan.ir import ExpandStep, TrainStep
+from familyc.plan.ir import ExpandStep, MemberPlan, TrainStep
 
 MIN_USEFUL_STEPS = 10
 
@@ -48,8 +49,19 @@ def check_plan(c: Compilation) -> Compilation:
             if step.activation_checkpointing != "none":
                 warnings.append(f"{step.id}: {step.activation_checkpointing} activation checkpointing is on to fit in "
                                 "memory; recompute makes the stage slower than the MFU assumes")
-        elif isinstance(step, ExpandStep) and step.exactness != "exact":
-            warnings.append(f"{step.id}: approximate, {'; '.join(step.reasons)}")
+        elif isinstance(step, ExpandStep):
+            if step.exactness != "exact":
+                warnings.append(f"{step.id}: approximate, {'; '.join(step.reasons)}")
+            if step.noise == 0 and _widens(plan.member(step.source), plan.member(step.member)):
+                warnings.append(
+                    f"{step.id}: grows the width by copying units with noise 0: copies receive identical gradients "
+                    "and stay identical in training (every width operator copies the residual channels), so the "
+                    "new width adds no capacity; set this growth step's noise > 0 (e.g. 0.05; the step becomes "
+                    "approximate)")
     if problems:
         raise SpecError(problems)
     return replace(c, plan=replace(plan, warnings=tuple(dict.fromkeys(warnings))))
+
+
+def _widens(src: MemberPlan, dst: MemberPlan) -> bool:
+    return (dst.dim, dst.n_heads, dst.ffn_dim) != (src.dim, src.n_heads, src.ffn_dim)
