@@ -1,6 +1,6 @@
 """Does the method work at CPU scale? Progressive (LR per size), progressive (one LR) and independent families.
 
-    .venv/bin/python benchmarks/family_cpu.py [--work DIR] [--update BENCHMARKS.md] [--heldout-tokens N]
+    .venv/bin/python benchmarks/family_cpu.py [--work DIR] [--update BENCHMARKS.md] [--heldout-tokens N] [--summarize]
 
 Trains, on the same data (the standard library's source, `stdlib-source`) and tokenizer:
   progressive, LR per size   plans/bench_cpu.plan.json             (specs/bench_cpu.yaml)
@@ -9,7 +9,8 @@ Trains, on the same data (the standard library's source, `stdlib-source`) and to
   independent                the baseline of the first plan: every member from scratch, tokens in proportion
                              to its parameters (`familyc apply --baselines`)
 then evaluates every member on the held-out split (never trained on) with `familyc report`, and writes
-benchmarks/results/family_cpu.json and, with --update, the "Family on CPU" section of BENCHMARKS.md.
+benchmarks/results/family_cpu.json and, with --update, the "Family on CPU" section of BENCHMARKS.md. It also
+measures whether the copies a width growth made learned apart from each other (twin_divergence).
 Targets (the paper's claims): progressive FLOPs <= 0.77 x independent; every progressive member's held-out loss
 <= 1.01 x its independent counterpart's; LR per size no worse than one LR; lower adjacent KL for progressive.
 """
@@ -49,7 +50,49 @@ def corpus_tokens(run: Path) -> int:
     return int(json.loads(manifest.read_text())["splits"]["train"]["tokens"])
 
 
-def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_tokens: int) -> dict[str, Any]:
+def _channels(weights: Path) -> Any:
+    """One row per residual-stream channel: its columns in every matrix that reads the residual stream
+    (wq, wk, wv, w1, w3 of every block and the output head), concatenated."""
+    import torch
+
+    from familyc.expand.checkpoint import load_state_dict
+
+    state = load_state_dict(weights)
+    dim = state["norm.weight"].shape[0]
+    readers = [v for k, v in sorted(state.items()) if k.endswith(("wq.weight", "wk.weight", "wv.weight", "w1.weight",
+                                                                   "w3.weight", "output.weight"))]
+    assert all(v.shape[1] == dim for v in readers)
+    return torch.cat(readers, dim=0).T.double()
+
+
+def twin_divergence(grown: Path, trained: Path) -> float:
+    """How differently a member's channels learned from their twins, the copies its growth made.
+
+    Twins are nearest neighbours right after growth (a copy, plus the growth's noise). Over training each channel
+    moves by delta; this is the median over channels of |delta - delta of its twin| / |delta|. Copies without noise
+    get identical gradients and score 0 (they never diverge: the member keeps the smaller width); where the growth
+    made no copies the nearest neighbour is an unrelated channel (B, grown by depth alone, scores about 0.95)."""
+    import torch
+
+    start, end = _channels(grown), _channels(trained)
+    if start.shape != end.shape:
+        raise ValueError(f"{grown} and {trained} are not the same shape")
+    distances = torch.cdist(start, start)
+    distances.fill_diagonal_(float("inf"))
+    twin = distances.argmin(dim=1)
+    delta = end - start
+    return float(((delta - delta[twin]).norm(dim=1) / delta.norm(dim=1)).median())
+
+
+def twins(work: Path, member: str) -> float | None:
+    """twin_divergence of a progressive member over its own stage (None for the first member)."""
+    run = work / "lr-per-size"
+    grown = [p for p in (run / "expansions").glob(f"expand-*-{member}") if p.is_dir()]
+    return twin_divergence(grown[0], run / "members" / member) if grown else None
+
+
+def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_tokens: int,
+              work: Path) -> dict[str, Any]:
     main = runs["lr-per-size"]
     const = runs["constant-lr"]
     prog_steps = [s for s in main["steps"] if s["family"] == "progressive"]
@@ -65,6 +108,7 @@ def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_
             "stage_tokens": stage["tokens_actual"], "independent_tokens": alone["tokens_actual"],
             "stage_epochs": stage["tokens_actual"] / train_tokens,
             "independent_epochs": alone["tokens_actual"] / train_tokens,
+            "twin_divergence": twins(work, m["name"]),
         })
     prog_flops = sum(s["actual_flops"] or 0 for s in prog_steps)
     ind_flops = sum(s["actual_flops"] or 0 for s in ind_steps)
@@ -81,7 +125,7 @@ def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_
     return {
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores",
-        "command": "python benchmarks/family_cpu.py --update BENCHMARKS.md",
+        "command": ".venv/bin/python benchmarks/family_cpu.py --update BENCHMARKS.md",
         "corpus_train_tokens": train_tokens, "heldout": main["heldout"],
         "flops": {"progressive": prog_flops, "independent": ind_flops, "ratio": prog_flops / ind_flops,
                   "constant_lr": sum(s["actual_flops"] or 0 for s in const["steps"] if s["family"] == "progressive")},
@@ -107,14 +151,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"The progressive family reads {result['progressive_family_epochs']:.2f} epochs in all (its stages continue "
         "in the data stream); each member's share is below.", "",
         "| member | progressive (LR per size) | progressive (one LR) | independent | progressive / independent "
-        "| stage tokens (epochs) | independent tokens (epochs) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| stage tokens (epochs) | independent tokens (epochs) | twin divergence |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in result["members"]:
         lines.append(f"| {m['name']} | {m['progressive_loss']:.4f} | {m['constant_lr_loss']:.4f} | "
                      f"{m['independent_loss']:.4f} | {m['ratio_to_independent']:.4f} | "
                      f"{m['stage_tokens']:,} ({m['stage_epochs']:.2f}) | "
-                     f"{m['independent_tokens']:,} ({m['independent_epochs']:.2f}) |")
+                     f"{m['independent_tokens']:,} ({m['independent_epochs']:.2f}) | "
+                     f"{'-' if m['twin_divergence'] is None else format(m['twin_divergence'], '.3f')} |")
     kl, wall = result["mean_adjacent_kl"], result["wall_seconds"]
     lines += ["", "| family | FLOPs | wall time | mean adjacent KL (both directions) |", "|---|---:|---:|---:|",
               f"| progressive, LR per size | {f['progressive']:.3e} | | {kl['progressive']:.4f} |",
@@ -145,7 +190,15 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-cpu")
     parser.add_argument("--update", type=Path)
     parser.add_argument("--heldout-tokens", type=int, default=65_536)
+    parser.add_argument("--summarize", action="store_true",
+                        help="train and evaluate nothing: recompute the summary from the runs in --work and the "
+                             "reports and wall times kept in the results JSON (after a change to the summary code)")
     args = parser.parse_args()
+    if args.summarize:
+        kept = json.loads(RESULTS.read_text())
+        runs, seconds = kept["reports"], kept["wall_seconds"]
+        write(summarize(runs, seconds, corpus_tokens(args.work / "lr-per-size"), args.work), runs, args.update)
+        return
     start = time.monotonic()
     runs, seconds = {}, {}
     for name, plan, baselines in VARIANTS:
@@ -155,13 +208,16 @@ def main() -> None:
         seconds[name] = time.monotonic() - began
         runs[name] = report(run, args.heldout_tokens)
     seconds["total"] = time.monotonic() - start
-    result = summarize(runs, seconds, corpus_tokens(args.work / "lr-per-size"))
+    write(summarize(runs, seconds, corpus_tokens(args.work / "lr-per-size"), args.work), runs, args.update)
+
+
+def write(result: dict[str, Any], runs: dict[str, Any], markdown_file: Path | None) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({**result, "reports": runs}, indent=2) + "\n")
     section = markdown(result)
     print(section)
-    if args.update:
-        update(args.update, section)
+    if markdown_file:
+        update(markdown_file, section)
 
 
 if __name__ == "__main__":

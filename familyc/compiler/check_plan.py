@@ -56,8 +56,8 @@ def check_plan(c: Compilation) -> Compilation:
                 warnings.append(
                     f"{step.id}: grows the width by copying units with noise 0: copies receive identical gradients "
                     "and stay identical in training (every width operator copies the residual channels), so the "
-                    "new width adds no capacity; set this growth step's noise > 0 (e.g. 0.05; the step becomes "
-                    "approximate)")
+                    "new width adds no capacity; set this growth step's noise > 0 so they can diverge (the step "
+                    "becomes approximate; BENCHMARKS.md measures how fast they do)")
     if problems:
         raise SpecError(problems)
     return replace(c, plan=replace(plan, warnings=tuple(dict.fromkeys(warnings))))
