@@ -1,14 +1,48 @@
 """File-system helpers shared by the writers of checkpoints and exports (torch-free).
 
-Both write into a temporary sibling folder `.NAME.tmp-PID`, fsync it and rename it into place; a folder
-left by a writer that was killed is recognised by its PID and removed by the next writer.
+Both write into a temporary sibling folder `.NAME.tmp-PID` (`atomic_folder`), fsync it and rename it into
+place; a folder left by a writer that was killed is recognised by its PID and removed by the next writer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def atomic_folder(dst: Path, *, appeared: Callable[[], Exception]) -> Iterator[Path]:
+    """Yield an empty temporary sibling of `dst` to write into; on a clean exit fsync it and rename it to
+    `dst`, so `dst` appears complete or not at all. If `dst` came into existence meanwhile, raise
+    `appeared()` and leave it untouched. On any error the temporary folder is removed."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dst)
+    tmp = temporary_sibling(dst)
+    shutil.rmtree(tmp, ignore_errors=True)  # only this process could have left it
+    try:
+        tmp.mkdir()
+        yield tmp
+        sync_folder(tmp)
+        if dst.exists() or dst.is_symlink():
+            raise appeared()
+        os.rename(tmp, dst)
+        sync_folder(dst.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_synced(path: Path, data: bytes) -> str:
+    """Write `data` to `path`, fsync it, and return its sha256 (hex)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
 
 
 def temporary_sibling(dst: Path) -> Path:

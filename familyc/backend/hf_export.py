@@ -37,7 +37,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import struct
 import sys
 from collections.abc import Callable, Mapping
@@ -53,7 +52,7 @@ from familyc.backend.model import plan_model_args
 from familyc.compiler.derive_shapes import shape_of
 from familyc.errors import FamilycError
 from familyc.expand.checkpoint import CheckpointError, SourceCheckpoint
-from familyc.files import remove_stale_temporaries, sync_folder, temporary_sibling
+from familyc.files import atomic_folder, write_synced
 from familyc.plan.ir import Plan
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -254,7 +253,7 @@ def write_tokenizer(tokenizer_dir: Path, out: Path, *, vocab_size: int,
         text = tokenizer.to_str(pretty=True) + "\n"
     else:
         text = (tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8")
-    files = {"tokenizer.json": _write_bytes(out / "tokenizer.json", text.encode())}
+    files = {"tokenizer.json": write_synced(out / "tokenizer.json", text.encode())}
     config.update({"bos_token": bos, "eos_token": eos, "add_bos_token": True, "add_eos_token": False,
                    "model_max_length": seq_len})
     config.setdefault("tokenizer_class", "PreTrainedTokenizerFast")
@@ -339,12 +338,8 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
     member = plan.member(member_name)
     source = SourceCheckpoint(checkpoint)
     source.validate(model_keys(shape_of(member)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    tmp = temporary_sibling(out)
-    shutil.rmtree(tmp, ignore_errors=True)  # only this process could have left it
-    try:
-        tmp.mkdir()
+    with atomic_folder(out, appeared=lambda: FamilycError(
+            f"{out}: appeared while familyc was exporting into it; left untouched")) as tmp:
         special, files = write_tokenizer(tokenizer_dir, tmp, vocab_size=member.vocab_size, seq_len=member.seq_len)
         files |= write_weights(source, tmp, n_heads=member.n_heads, n_kv_heads=member.n_kv_heads,
                                dtype=DTYPES[dtype], max_shard_bytes=max_shard_bytes)
@@ -352,29 +347,13 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
         files["config.json"] = _write_json(tmp / "config.json", config)
         generation = {"bos_token_id": special.bos_id, "eos_token_id": special.eos_id, "pad_token_id": special.eos_id}
         files["generation_config.json"] = _write_json(tmp / "generation_config.json", generation)
-        files["README.md"] = _write_bytes(tmp / "README.md", model_card(plan, member_name, facts, dtype=dtype).encode())
+        files["README.md"] = write_synced(tmp / "README.md", model_card(plan, member_name, facts, dtype=dtype).encode())
         body = {"familyc_version": __version__, "plan_id": plan.plan_id, "family": plan.family.name,
                 "member": member_name, "step": facts.step, "baseline": facts.baseline, "dtype": dtype,
                 "rope_scaling": config["rope_scaling"], **(sidecar or {}), "files": dict(sorted(files.items()))}
         _write_json(tmp / SIDECAR_FILE, body)
-        sync_folder(tmp)
-        if out.exists() or out.is_symlink():
-            raise FamilycError(f"{out}: appeared while familyc was exporting into it; left untouched")
-        os.rename(tmp, out)
-        sync_folder(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Exported(path=out, files=files, bytes_written=sum(p.stat().st_size for p in out.iterdir()))
 
 
-def _write_bytes(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return hashlib.sha256(data).hexdigest()
-
-
 def _write_json(path: Path, data: Any) -> str:
-    return _write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    return write_synced(path, (json.dumps(data, indent=2) + "\n").encode())

@@ -52,7 +52,7 @@ from torch.distributed.checkpoint import metadata as dcp_metadata
 
 from familyc.errors import FamilycError
 from familyc.expand.operators import Expansion, Getter, TargetTensor
-from familyc.files import remove_stale_temporaries, sync_folder, temporary_sibling
+from familyc.files import atomic_folder, write_synced
 
 DATA_FILE = "__0_0.distcp"
 METADATA_FILE = ".metadata"
@@ -364,12 +364,8 @@ def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TargetTensor],
     if dst.exists() or dst.is_symlink():
         raise CheckpointError(f"{dst}: already exists; familyc never overwrites a checkpoint",
                               hint="choose another destination, or remove it first")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(dst)
-    tmp = temporary_sibling(dst)
-    shutil.rmtree(tmp, ignore_errors=True)  # only this process could have left it
-    try:
-        tmp.mkdir()
+    with atomic_folder(dst, appeared=lambda: CheckpointError(
+            f"{dst}: appeared while familyc was writing it; left untouched")) as tmp:
         files, records = {}, []
         # two workers: one writes a record, the other hashes what it writes
         with open(tmp / DATA_FILE, "wb") as raw, ThreadPoolExecutor(2, "familyc-writer") as pool:
@@ -385,17 +381,9 @@ def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TargetTensor],
             _sync(raw)
             files[DATA_FILE] = f.sha256.hexdigest()
         metadata = pickle.dumps(_metadata(records, dst.absolute()))
-        files[METADATA_FILE] = _write_small(tmp / METADATA_FILE, metadata)
+        files[METADATA_FILE] = write_synced(tmp / METADATA_FILE, metadata)
         text = json.dumps({**sidecar, "files": files}, indent=2, sort_keys=True) + "\n"
-        _write_small(tmp / SIDECAR_FILE, text.encode())
-        sync_folder(tmp)
-        if dst.exists() or dst.is_symlink():  # appeared while we wrote
-            raise CheckpointError(f"{dst}: appeared while familyc was writing it; left untouched")
-        os.rename(tmp, dst)
-        sync_folder(dst.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_synced(tmp / SIDECAR_FILE, text.encode())
     written = sum(p.stat().st_size for p in dst.iterdir())
     return WrittenCheckpoint(path=dst, files=files, bytes_written=written, seconds=time.perf_counter() - start)
 
@@ -443,13 +431,6 @@ def _metadata(records: list[tuple[str, tuple[int, ...], torch.dtype, int, int]],
     if hasattr(dcp_filesystem, "CURRENT_DCP_VERSION"):  # as FileSystemWriter.finish stamps it
         metadata.version = dcp_filesystem.CURRENT_DCP_VERSION
     return metadata
-
-
-def _write_small(path: Path, data: bytes) -> str:
-    with open(path, "wb") as f:
-        f.write(data)
-        _sync(f)
-    return hashlib.sha256(data).hexdigest()
 
 
 def _sync(f: IO[bytes]) -> None:
