@@ -18,7 +18,8 @@ In order: CPU compatibility (before torchtitan touches the device), flavors, the
 Trainer; then rank 0's metrics logger is wrapped to write the JSONL, and `train()`, `close()`,
 and the process group is destroyed. A non-finite loss or gradient norm stops the stage at once:
 torchtitan 0.2.2 checks nothing (it would log NaN and save NaN weights), so every training step
-here checks its loss and its gradient norm before the optimizer step and the process exits with
+here checks its gradient norm before the optimizer step (one device sync per step; a non-finite
+loss always makes it non-finite, and the message then names the loss) and the process exits with
 EXIT_NONFINITE_LOSS and a message (torchrun then stops the other ranks). Every worker asks the
 kernel to kill it when its torchrun dies (Linux), so killing apply's process group leaves no
 worker training on.
@@ -193,15 +194,13 @@ def _trainer_class() -> type:
 
         def forward_backward_step(self, **kwargs: Any) -> torch.Tensor:
             loss = super().forward_backward_step(**kwargs)
-            if not torch.isfinite(loss).all().item():
-                raise NonFiniteLossError(
-                    f"step {self.step}: the loss is {loss.item()} on rank {_rank()}; stopped before the optimizer "
-                    "step (nothing saved). Lower the learning rate, or check the initial weights.")
+            _STEP_LOSSES.append(loss.detach())  # read only if the gradient norm is not finite: no sync here
             return loss
 
         def train_step(self, *args: Any, **kwargs: Any) -> None:
             global _STEP
             _STEP = self.step
+            _STEP_LOSSES.clear()
             super().train_step(*args, **kwargs)
             if self.step == self.job_config.training.steps:  # before the final checkpoint is saved
                 _record_data_position(self, os.environ.get(DATA_END_ENV))
@@ -211,6 +210,9 @@ def _trainer_class() -> type:
 
 _STEP = 0
 """The step being trained (for messages from hooks that torchtitan calls without it)."""
+_STEP_LOSSES: list[Any] = []
+"""The losses of this step's microbatches, kept as tensors: a non-finite loss always gives a non-finite
+gradient norm, so the loss is read (a device sync) only when the norm check fails, to name the cause."""
 
 
 def _rank() -> int:
@@ -231,6 +233,11 @@ def _check_gradient_norms() -> None:
     def checked(*args: Any, **kwargs: Any) -> torch.Tensor:
         norm = clip(*args, **kwargs)
         if not torch.isfinite(torch.as_tensor(norm)).all().item():
+            bad_loss = next((loss for loss in _STEP_LOSSES if not torch.isfinite(loss).all().item()), None)
+            if bad_loss is not None:
+                raise NonFiniteLossError(
+                    f"step {_STEP}: the loss is {bad_loss.item()} on rank {_rank()}; stopped before the optimizer "
+                    "step (nothing saved). Lower the learning rate, or check the initial weights.")
             raise NonFiniteLossError(f"step {_STEP}: the gradient norm is {float(norm)} on rank {_rank()}; stopped "
                                      "before the optimizer step (nothing saved). Lower the learning rate.")
         return norm
