@@ -23,6 +23,7 @@ from familyc.cost.calibration import Profile, read_profile
 from familyc.errors import FamilycError, SpecError, UsageError
 from familyc.plan.ir import Plan, SpecRef, with_plan_id
 from familyc.spec.loader import LoadedDocument, load_yaml
+from familyc.spec.numbers import normalize_numbers
 from familyc.spec.schema import schema_diagnostics
 
 PASSES: tuple[tuple[str, Pass], ...] = (
@@ -63,6 +64,7 @@ def load_document(raw: bytes, file: str) -> LoadedDocument:
         doc = load_yaml(raw, file)
     except SpecError as exc:
         raise SpecError(exc.diagnostics, more_checks_pending=True) from None
+    doc = normalize_numbers(doc)  # `5e-2` is a string to YAML 1.1; see familyc/spec/numbers.py
     problems = schema_diagnostics(doc)
     if problems:
         raise SpecError(problems, more_checks_pending=True)

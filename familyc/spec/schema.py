@@ -27,8 +27,8 @@ SCHEMA_RESOURCE = "family.schema.json"
 @cache
 def schema() -> dict[str, Any]:
     """The spec schema (Draft 2020-12), as shipped in the package."""
-    text = resources.files("familyc.spec").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
-    return json.loads(text)
+    loaded: dict[str, Any] = json.loads(schema_text())
+    return loaded
 
 
 def schema_text() -> str:
@@ -104,23 +104,29 @@ def _describe(sub: dict[str, Any]) -> str:
     return _TYPE_NAMES.get(kind, "a value") if isinstance(kind, str) else "a value"
 
 
+def child_schema(sub: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The subschema of `key` in a mapping that `sub` describes: its properties, then the properties of its
+    oneOf/anyOf alternatives, then additionalProperties (per-member tables); None if none describes it."""
+    sub = _resolve(sub)
+    found = sub.get("properties", {}).get(key)
+    if found is None:
+        for alt in sub.get("oneOf", []) + sub.get("anyOf", []):
+            found = _resolve(alt).get("properties", {}).get(key)
+            if found is not None:
+                break
+    if found is None and isinstance(sub.get("additionalProperties"), dict):
+        found = sub["additionalProperties"]
+    return found if isinstance(found, dict) else None
+
+
 def _schema_at(path: PathT) -> dict[str, Any]:
     """The (resolved) subschema that describes the value at `path`, {} if none does."""
     sub: dict[str, Any] = schema()
     for part in path:
-        sub = _resolve(sub)
         if isinstance(part, int):
-            sub = sub.get("items", {})
-            continue
-        found = sub.get("properties", {}).get(part)
-        if found is None:
-            for alt in sub.get("oneOf", []) + sub.get("anyOf", []):
-                found = _resolve(alt).get("properties", {}).get(part)
-                if found is not None:
-                    break
-        if found is None and isinstance(sub.get("additionalProperties"), dict):
-            found = sub["additionalProperties"]
-        sub = found or {}
+            sub = _resolve(sub).get("items", {})
+        else:
+            sub = child_schema(sub, part) or {}
     return _resolve(sub)
 
 
@@ -163,65 +169,68 @@ class _Translator:
 
     def error(self, err: ValidationError) -> None:
         path: PathT = tuple(err.absolute_path)
-        kind = err.validator
+        kind = str(err.validator)
         sub = err.schema if isinstance(err.schema, dict) else {}
+        # JSON from the spec and from the schema: any value (jsonschema types them as "or unset")
+        instance: Any = err.instance
+        bound: Any = err.validator_value
         if kind == "additionalProperties":
             allowed = sorted(sub.get("properties", {}))
-            for extra in sorted(set(err.instance) - set(allowed)):
+            for extra in sorted(set(instance) - set(allowed)):
                 self.unknown.append((path, extra, allowed))
         elif kind == "required":
-            missing = err.message.split("'")[1] if "'" in err.message else str(err.validator_value)
-            self.missing.append((path, missing, err.instance))
+            missing = err.message.split("'")[1] if "'" in err.message else str(bound)
+            self.missing.append((path, missing, instance))
         elif kind in ("oneOf", "anyOf"):
             self.alternatives(err, path, sub)
         elif kind == "type":
-            expected = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+            expected = [str(t) for t in (bound if isinstance(bound, list) else [bound])]
             want = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
             hint = ""
-            if isinstance(err.instance, str) and {"integer", "number"} & set(expected):
+            if isinstance(instance, str) and {"integer", "number"} & set(expected):
                 hint = "remove the quotes"
-            elif isinstance(err.instance, str) and "boolean" in expected:
+            elif isinstance(instance, str) and "boolean" in expected:
                 hint = "write true or false, without quotes"
-            elif isinstance(err.instance, int | float) and "string" in expected:
-                hint = f"quote it: '{err.instance}'"
+            elif isinstance(instance, int | float) and "string" in expected:
+                hint = f"quote it: '{instance}'"
             elif "array" in expected:
                 hint = "write a list: one item per line, each starting with '- '"
             elif "object" in expected:
                 hint = "write key: value pairs"
-            self.add(path, f"expected {want}, got {_type_of(err.instance)} ({_show(err.instance)})", hint)
+            self.add(path, f"expected {want}, got {_type_of(instance)} ({_show(instance)})", hint)
         elif kind == "enum":
-            choices = [str(c) for c in err.validator_value]
-            guess = did_you_mean(str(err.instance), choices)
+            choices = [str(c) for c in bound]
+            guess = did_you_mean(str(instance), choices)
             hint = f"did you mean {guess!r}?" if guess else _sentence(sub.get("description", ""))
-            self.add(path, f"{_show(err.instance)} is not one of: {', '.join(choices)}", hint)
+            self.add(path, f"{_show(instance)} is not one of: {', '.join(choices)}", hint)
         elif kind == "const":
-            hint = f"set it to {_show(err.validator_value)} or remove it"
+            hint = f"set it to {_show(bound)} or remove it"
             if sub.get("description"):
                 hint += f" ({sub['description'].rstrip('.')})"
-            self.add(path, f"{_show(err.instance)} is not allowed here; the only value is {_show(err.validator_value)}",
-                     hint)
+            self.add(path, f"{_show(instance)} is not allowed here; the only value is {_show(bound)}", hint)
         elif kind == "pattern":
             what = {COUNT_PATTERN: "a quantity such as 20B or \"1e9\"", NUMBER_PATTERN: "a number"}.get(
                 sub["pattern"], "a valid name")
-            self.add(path, f"{_show(err.instance)} is not {what}", _pattern_hint(sub))
+            self.add(path, f"{_show(instance)} is not {what}", _pattern_hint(sub))
         elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             relation = {"minimum": "less than the minimum", "maximum": "greater than the maximum",
                         "exclusiveMinimum": "not greater than", "exclusiveMaximum": "not less than"}[kind]
-            self.add(path, f"{_show(err.instance)} is {relation} {err.validator_value}",
+            self.add(path, f"{_show(instance)} is {relation} {bound}",
                      _sentence(sub.get("description", "")))
         elif kind in ("minItems", "maxItems", "minProperties", "maxProperties"):
-            bound = err.validator_value
             noun = "item" if "Items" in kind else "entry"
             plural = "s" if bound != 1 and noun == "item" else "ies" if bound != 1 else ""
             noun = noun[:-1] if plural == "ies" else noun
             least = kind.startswith("min")
             self.add(path,
-                     f"needs {'at least' if least else 'at most'} {bound} {noun}{plural}, has {len(err.instance)}",
+                     f"needs {'at least' if least else 'at most'} {bound} {noun}{plural}, has {len(instance)}",
                      _sentence(_schema_at(path).get("description", "")))
         elif kind == "propertyNames":
             for name_err in err.context or []:
-                self.add(path + (name_err.instance,), f"{_show(name_err.instance)} is not a valid member name",
-                         _pattern_hint(_resolve(name_err.schema)), key=True)
+                name: Any = name_err.instance
+                name_schema = name_err.schema if isinstance(name_err.schema, dict) else {}
+                self.add(path + (str(name),), f"{_show(name)} is not a valid member name",
+                         _pattern_hint(_resolve(name_schema)), key=True)
             if not err.context:
                 self.add(path, err.message)
         else:
@@ -250,10 +259,10 @@ class _Translator:
 
     def alternatives(self, err: ValidationError, path: PathT, sub: dict[str, Any]) -> None:
         """Best match inside anyOf/oneOf: the alternative the value was evidently meant to be."""
-        options = [_resolve(o) for o in sub.get(err.validator, [])]
+        options = [_resolve(o) for o in sub.get(str(err.validator), [])]
         by_alt: dict[int, list[ValidationError]] = {}
         for ctx in err.context or []:
-            by_alt.setdefault(ctx.schema_path[0], []).append(ctx)
+            by_alt.setdefault(int(ctx.schema_path[0]), []).append(ctx)
         if options and all(o.get("type") == "object" and o.get("required") for o in options):
             self.object_alternatives(err, path, sub, options, by_alt)
             return
@@ -310,7 +319,7 @@ def _pattern_hint(sub: dict[str, Any]) -> str:
         longest = pattern.split("{0,")[1].split("}")[0] if "{0," in pattern else ""
         limit = f", at most {int(longest) + 1} characters" if longest.isdigit() else ""
         return f"use letters, digits, '.', '_' and '-', starting with a letter or digit{limit}"
-    return sub.get("description", "")
+    return str(sub.get("description", ""))
 
 
 def _best_alternative(instance: Any, options: list[dict[str, Any]],
