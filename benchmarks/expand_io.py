@@ -30,6 +30,11 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from familyc.plan.ir import Plan
+    from familyc.shape import ModelShape
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "specs" / "llama_1b_8b.yaml"
@@ -54,32 +59,31 @@ def _steps(spec: Path) -> tuple[object, dict[tuple[str, str], object]]:
     return plan, {(s.source, s.member): s for s in plan.steps if isinstance(s, ExpandStep)}
 
 
-def _shape(plan: object, name: str) -> object:
-    from familyc.compiler.derive_shapes import shape_of
-
-    return shape_of(plan.member(name))  # type: ignore[attr-defined]
+def _shape(plan: Plan, name: str) -> ModelShape:
+    return plan.shape(name)
 
 
 def child_source(dst: str, member: str) -> dict[str, object]:
     import torch
 
     from familyc.backend.keys import model_keys
-    from familyc.expand.checkpoint import write_checkpoint
-    from familyc.expand.operators import TargetTensor
+    from familyc.checkpoint.sidecar import Sidecar
+    from familyc.checkpoint.writer import TensorRecipe, write_checkpoint
 
     plan, _ = _steps(SPEC)
     rss_before = _peak_rss()
 
-    def random(key: str, shape: tuple[int, ...]) -> TargetTensor:
+    def random(key: str, shape: tuple[int, ...]) -> TensorRecipe:
         def compute(get: object) -> torch.Tensor:
             generator = torch.Generator().manual_seed(zlib.crc32(key.encode()))
             return torch.empty(shape, dtype=torch.bfloat16).normal_(0.0, 0.02, generator=generator)
-        return TargetTensor(key=key, shape=shape, sources=(), compute=compute)
+        return TensorRecipe(key=key, shape=shape, sources=(), compute=compute)
 
     start = time.perf_counter()
     items = (random(k, s) for k, s in model_keys(_shape(plan, member)).items())
     written = write_checkpoint(Path(dst), items, lambda key: torch.empty(0),
-                               sidecar={"benchmark": "expand_io", "member": member, "random": "normal(0, 0.02) bf16"})
+                               sidecar=Sidecar(kind="member", member=member, shape=_shape(plan, member),
+                                               dtype="bfloat16"))
     return {"seconds": time.perf_counter() - start, "bytes_written": written.bytes_written,
             "peak_rss": _peak_rss(), "rss_after_imports": rss_before}
 
@@ -99,14 +103,16 @@ def _timed(owner: object, name: str, totals: dict[str, float], label: str) -> No
 
 
 def child_expand(src: str, dst: str, source: str, target: str) -> dict[str, object]:
-    import familyc.expand.checkpoint as checkpoint
-    from familyc.expand.checkpoint import expand_checkpoint
+    import familyc.checkpoint.writer as writer
+    from familyc.checkpoint.reader import SourceCheckpoint
+    from familyc.checkpoint.sidecar import Sidecar
     from familyc.expand.operators import Expansion
+    from familyc.expand.stream import expand_checkpoint
 
     totals = {"read": 0.0, "compute_and_read": 0.0, "write_and_hash": 0.0}
-    _timed(checkpoint.SourceCheckpoint, "read", totals, "read")
-    _timed(checkpoint, "_compute", totals, "compute_and_read")
-    _timed(checkpoint, "_save", totals, "write_and_hash")
+    _timed(SourceCheckpoint, "read", totals, "read")
+    _timed(writer, "_compute", totals, "compute_and_read")
+    _timed(writer, "_save", totals, "write_and_hash")
 
     plan, steps = _steps(SPEC)
     step = steps[(source, target)]
@@ -114,7 +120,8 @@ def child_expand(src: str, dst: str, source: str, target: str) -> dict[str, obje
                           seed=step.seed, noise=step.noise)
     rss_before = _peak_rss()
     start = time.perf_counter()
-    written = expand_checkpoint(Path(src), Path(dst), expansion, sidecar={"benchmark": "expand_io"})
+    sidecar = Sidecar(kind="expansion", member=target, shape=_shape(plan, target), step=step.id)
+    written = expand_checkpoint(Path(src), Path(dst), expansion, sidecar=sidecar)
     return {"seconds": time.perf_counter() - start, "bytes_written": written.bytes_written,
             "bytes_read": written.bytes_read, "peak_rss": _peak_rss(), "rss_after_imports": rss_before,
             "width": step.width, "depth": step.depth, "plan_bytes_read": step.bytes_read,

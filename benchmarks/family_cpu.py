@@ -55,7 +55,7 @@ def _channels(weights: Path) -> Any:
     (wq, wk, wv, w1, w3 of every block and the output head), concatenated."""
     import torch
 
-    from familyc.expand.checkpoint import load_state_dict
+    from familyc.checkpoint.reader import load_state_dict
 
     state = load_state_dict(weights)
     dim = state["norm.weight"].shape[0]
@@ -99,8 +99,8 @@ def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_
     ind_steps = [s for s in main["steps"] if s["family"] == "independent"]
     members = []
     for m, c in zip(main["members"], const["members"], strict=True):
-        stage = next(s for s in prog_steps if s["id"] == f"train-{m['name']}")
-        alone = next(s for s in ind_steps if s["id"] == f"baseline-{m['name']}")
+        stage = next(s for s in prog_steps if s["kind"] == "train" and s["member"] == m["name"])
+        alone = next(s for s in ind_steps if s["kind"] == "train" and s["member"] == m["name"])
         members.append({
             "name": m["name"], "progressive_loss": m["heldout_loss"], "constant_lr_loss": c["heldout_loss"],
             "independent_loss": m["baseline_heldout_loss"],

@@ -7,6 +7,7 @@ red line and an exit code, never a traceback (unless `--debug`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -77,3 +78,27 @@ class StepError(FamilycError):
         super().__init__(f"step {step_id} failed: {message}{where}", hint=hint)
         self.step_id = step_id
         self.log = log
+
+
+_MAX_LINES = 12
+"""Problems shown of a longer list (the rest are counted)."""
+
+
+class CheckpointError(FamilycError):
+    """A checkpoint that cannot be read or written; every line names the file and, where there is one, the key."""
+
+    def __init__(self, problems: str | Sequence[str], *, hint: str = "") -> None:
+        lines = [problems] if isinstance(problems, str) else list(problems)
+        shown = lines[:_MAX_LINES]
+        if len(lines) > _MAX_LINES:
+            shown.append(f"(and {len(lines) - _MAX_LINES} more problems)")
+        super().__init__("\n".join(shown), hint=hint)
+        self.problems = tuple(lines)
+
+
+class ExpansionError(FamilycError):
+    """A growth the operators cannot perform, or a source state dict that does not fit the source shape."""
+
+
+class MissingExtraError(FamilycError):
+    """A command needs packages of an optional extra that is not installed (the planning-only install)."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from familyc.spec.quantity import format_count
-
 GIB = 2**30
 
 
@@ -29,8 +27,21 @@ def flop_rate(value: float) -> str:
 
 
 def count(value: float) -> str:
-    """20B, 1.53B, 385K: tokens and parameters."""
+    """20B, 1.53B, 385K: tokens and parameters (what familyc.spec.quantity parses, written back)."""
     return format_count(value)
+
+
+def format_count(value: float) -> str:
+    """The inverse, for display: 20_000_000_000 -> `20B`, 1_503_238_144 -> `1.50B`, 4096 -> `4,096`."""
+    if abs(value) < 10_000:
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if abs(value) >= scale:
+            scaled = value / scale
+            if scaled == int(scaled):
+                return f"{int(scaled)}{suffix}"
+            return f"{scaled:.2f}{suffix}" if scaled < 100 else f"{scaled:.1f}{suffix}"
+    return f"{value:g}"
 
 
 def seconds(value: float) -> str:

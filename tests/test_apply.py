@@ -33,9 +33,9 @@ pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[t
 pytest.importorskip("torchtitan.train", reason="torchtitan (and triton, which it imports) is not installed")
 pytest.importorskip("tokenizers", reason="tokenizers is not installed")
 
+from familyc.checkpoint.sidecar import MEMBER_SIDECAR, verify_sidecar  # noqa: E402
 from familyc.execute.metrics import read_records  # noqa: E402
-from familyc.execute.rundir import MEMBER_SIDECAR, RunDir  # noqa: E402
-from familyc.expand.checkpoint import verify_sidecar  # noqa: E402
+from familyc.execute.rundir import RunDir  # noqa: E402
 from familyc.plan import ir  # noqa: E402
 from familyc.plan.ir import ExpandStep, TrainStep  # noqa: E402
 
@@ -189,7 +189,7 @@ def test_the_reference_run_trains_every_member_and_records_it(reference: Applied
     for step in train_steps(plan):
         weights = run_dir / "members" / step.member
         assert (weights / ".metadata").is_file() and (weights / "__1_0.distcp").is_file()  # one file per rank
-        assert verify_sidecar(weights, sidecar=MEMBER_SIDECAR) == []
+        assert verify_sidecar(weights, kind="member") == []
         sidecar = json.loads((weights / MEMBER_SIDECAR).read_text())
         assert (sidecar["plan_id"], sidecar["step"], sidecar["init_from"]) == (plan.plan_id, step.id, step.init_from)
         assert sidecar["shape"]["dim"] == plan.member(step.member).dim
@@ -202,7 +202,8 @@ def test_the_reference_run_trains_every_member_and_records_it(reference: Applied
     for step in plan.steps:
         if isinstance(step, ExpandStep):
             assert verify_sidecar(run_dir / "expansions" / step.id) == []
-            assert json.loads((run_dir / "expansions" / step.id / "familyc-expansion.json").read_text())["seed"] == 0
+            sidecar = json.loads((run_dir / "expansions" / step.id / "familyc-expansion.json").read_text())
+            assert sidecar["growth"]["seed"] == 0
     assert not list((run_dir / "members").glob(".*")) and not list((run_dir / "expansions").glob(".*"))
 
 
@@ -333,7 +334,7 @@ def test_a_kill_between_the_renames_of_a_member_is_adopted(crashed: Crashed) -> 
     metrics, step = xs["metrics"], plan_of(nxt.run_dir).step("train-xs")
     assert metrics["tokens"] == step.tokens and metrics["flops"] == step.flops
     assert metrics["wall_seconds"] > 0  # the training's wall time survives the crash
-    assert verify_sidecar(nxt.run_dir / "members" / "xs", sidecar=MEMBER_SIDECAR) == []
+    assert verify_sidecar(nxt.run_dir / "members" / "xs", kind="member") == []
 
 
 def test_a_kill_in_the_middle_of_an_expansion_leaves_only_a_temporary_folder(crashed: Crashed) -> None:
@@ -402,7 +403,7 @@ def test_the_killed_run_ends_with_the_reference_members(crashed: Crashed,
     finish = crashed.applies["finish"]
     assert finish.returncode == 0, finish.output[-4000:]
     for member in ("xs", "s", "m", "l"):
-        assert verify_sidecar(finish.run_dir / "members" / member, sidecar=MEMBER_SIDECAR) == []
+        assert verify_sidecar(finish.run_dir / "members" / member, kind="member") == []
     losses = heldout_losses(finish.run_dir)
     # resuming restores the weights, AdamW's moments, the schedule and each rank's place in the data:
     # the killed run's members are the reference's (bitwise on torch 2.13 CPU, eager)

@@ -30,9 +30,8 @@ pytest.importorskip("tokenizers", reason="tokenizers is not installed")
 
 from conftest import assert_golden  # noqa: E402
 
+from familyc.checkpoint.sidecar import MEMBER_SIDECAR, verify_sidecar  # noqa: E402
 from familyc.execute.metrics import read_records  # noqa: E402
-from familyc.execute.rundir import MEMBER_SIDECAR  # noqa: E402
-from familyc.expand.checkpoint import verify_sidecar  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAIR = "tests/fixtures/specs-apply/pair.yaml"
@@ -76,7 +75,7 @@ def assert_members(run_dir: Path, folder: str = "members") -> None:
     for member in ("xs", "s"):
         weights = run_dir / folder / member
         assert (weights / ".metadata").is_file(), f"{weights} is missing"
-        assert verify_sidecar(weights, sidecar=MEMBER_SIDECAR) == []
+        assert verify_sidecar(weights, kind="member") == []
 
 
 def statuses(run_dir: Path) -> dict[str, str]:
@@ -194,6 +193,10 @@ def test_the_sbatch_script_trains_and_records_the_family(
         assert (metrics["steps"], metrics["tokens"], metrics["world_size"]) == (4, 4 * 2048, 2)
         assert "dp_shard=2" in (run_dir / "steps" / stage / "stdout.log").read_text()
     assert ran.stdout.count("found complete, adopted") == 2  # each `apply --only` recorded its stage's member
+    # train-s continues the data stream where train-xs stopped (data.progressive_stages: continue), as under apply
+    xs_end = json.loads((run_dir / "members" / "xs" / "data_position.json").read_text())["sample_idx"]
+    s_log = (run_dir / "steps" / "train-s" / "stdout.log").read_text()
+    assert all(f"data starts at document {xs_end[rank]} of rank {rank}'s shard" in s_log for rank in (0, 1))
     launched = (shims / "srun.log").read_text().splitlines()
     assert len(launched) == 2 and all("--rdzv-endpoint=127.0.0.1:29500" in line for line in launched)
 

@@ -127,7 +127,7 @@ def test_enable_cpu_patches_torchtitan_here() -> None:
     assert metrics.device_module is tt_utils.device_module
     stats = tt_utils.device_module.memory_stats("cpu")
     assert stats["reserved_bytes.all.peak"] > 10 * 2**20
-    assert getattr(FSDPModule.set_gradient_divide_factor, "_familyc_sum", False)
+    assert FSDPModule.set_gradient_divide_factor in compat._PATCHES  # patched to reduce with SUM
 
 
 # --- the job TOML -------------------------------------------------------------------------------

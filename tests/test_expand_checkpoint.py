@@ -1,4 +1,4 @@
-"""Streamed checkpoint expansion (familyc.expand.checkpoint) against the in-memory operators and torchtitan.
+"""Streamed checkpoint expansion (familyc.checkpoint, familyc.expand.stream) against the operators and torchtitan.
 
 - Round trips: a source written by dcp.save, expanded on disk, read back: bit-identical to
   expand_state_dict on the same tensors, for each operator, in bf16 and fp32.
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -28,21 +29,16 @@ torch = pytest.importorskip("torch", reason="torch is not installed (pip install
 dcp = pytest.importorskip("torch.distributed.checkpoint")
 
 from familyc.backend.keys import model_keys  # noqa: E402
+from familyc.checkpoint import DATA_FILE, METADATA_FILE  # noqa: E402
+from familyc.checkpoint.reader import SourceCheckpoint, load_state_dict  # noqa: E402
+from familyc.checkpoint.sidecar import EXPANSION_SIDECAR as SIDECAR_FILE  # noqa: E402
+from familyc.checkpoint.sidecar import Sidecar, read_sidecar, verify_sidecar  # noqa: E402
+from familyc.checkpoint.writer import TensorRecipe, write_checkpoint  # noqa: E402
 from familyc.cost.params import torchtitan_ffn_args  # noqa: E402
-from familyc.expand.checkpoint import (  # noqa: E402
-    DATA_FILE,
-    METADATA_FILE,
-    SIDECAR_FILE,
-    CheckpointError,
-    SourceCheckpoint,
-    _SourceCache,
-    expand_checkpoint,
-    load_state_dict,
-    sha256_file,
-    verify_sidecar,
-    write_checkpoint,
-)
-from familyc.expand.operators import Expansion, TargetTensor, expand_state_dict  # noqa: E402
+from familyc.errors import CheckpointError  # noqa: E402
+from familyc.expand.operators import Expansion, expand_state_dict  # noqa: E402
+from familyc.expand.stream import _SourceCache, expand_checkpoint  # noqa: E402
+from familyc.files import sha256_file  # noqa: E402
 from familyc.shape import ModelShape  # noqa: E402
 
 XS = ModelShape(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=192, vocab_size=256)
@@ -50,6 +46,12 @@ S = ModelShape(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=192, vocab_s
 M = ModelShape(dim=128, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=384, vocab_size=256)
 ODD = ModelShape(dim=96, n_layers=3, n_heads=6, n_kv_heads=3, ffn_dim=250, vocab_size=256)
 L = ModelShape(dim=128, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=384, vocab_size=256)
+
+
+def sidecar(member: str = "test", shape: ModelShape = XS) -> Sidecar:
+    """A sidecar for weights written outside a plan."""
+    return Sidecar(kind="expansion", member=member, shape=shape)
+
 
 # (source, target, operators): one case per operator, the whole-multiple and the uneven kind
 CASES = {
@@ -99,7 +101,7 @@ def test_expansion_on_disk_is_bit_identical_to_in_memory(tmp_path: Path, case: s
     src = dcp_save(state_dict, tmp_path / "src")
     with time_limit(60):
         written = expand_checkpoint(src, tmp_path / "dst", Expansion(src_shape, dst_shape, **ops),
-                                    sidecar={"case": case})
+                                    sidecar=sidecar(case, dst_shape))
     expected = expand_state_dict(state_dict, src_shape, dst_shape, **ops)
     got = load_state_dict(tmp_path / "dst")
     assert list(got) == list(expected) == list(model_keys(dst_shape))
@@ -110,8 +112,8 @@ def test_expansion_on_disk_is_bit_identical_to_in_memory(tmp_path: Path, case: s
     dcp_load(loaded, tmp_path / "dst")
     assert all(torch.equal(loaded[k], v.float()) for k, v in expected.items())
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == [METADATA_FILE, DATA_FILE, SIDECAR_FILE]
-    sidecar = json.loads((tmp_path / "dst" / SIDECAR_FILE).read_text())
-    assert sidecar == {"case": case, "files": written.files}
+    assert read_sidecar(tmp_path / "dst", "expansion") == dataclasses.replace(sidecar(case, dst_shape),
+                                                                             files=written.files)
     assert written.files == {name: sha256_file(tmp_path / "dst" / name) for name in (DATA_FILE, METADATA_FILE)}
     assert verify_sidecar(tmp_path / "dst") == []
     assert written.bytes_written == sum(p.stat().st_size for p in (tmp_path / "dst").iterdir())
@@ -123,7 +125,7 @@ def test_each_source_tensor_is_read_once_when_targets_reuse_it(tmp_path: Path) -
     src = dcp_save(state_dict, tmp_path / "src")
     for case in ("zero_insert", "fpi+interpolate+noise", "aki+stack"):
         _, dst_shape, ops = CASES[case]
-        written = expand_checkpoint(src, tmp_path / case, Expansion(XS, dst_shape, **ops), sidecar={})
+        written = expand_checkpoint(src, tmp_path / case, Expansion(XS, dst_shape, **ops), sidecar=sidecar())
         assert written.bytes_read == sum(t.nbytes for t in state_dict.values()), case
 
 
@@ -156,8 +158,8 @@ def test_each_target_is_computed_when_written_and_dropped_right_after(tmp_path: 
             return tensor
         return compute
 
-    items = [TargetTensor(key=f"t{i}", shape=(64, 64), sources=(), compute=compute_for(i)) for i in range(5)]
-    write_checkpoint(tmp_path / "out", items, lambda key: torch.empty(0), sidecar={})
+    items = [TensorRecipe(key=f"t{i}", shape=(64, 64), sources=(), compute=compute_for(i)) for i in range(5)]
+    write_checkpoint(tmp_path / "out", items, lambda key: torch.empty(0), sidecar=sidecar())
     assert [float(load_state_dict(tmp_path / "out")[f"t{i}"][0, 0]) for i in range(5)] == [0, 1, 2, 3, 4]
 
 
@@ -166,9 +168,9 @@ def test_each_target_is_computed_when_written_and_dropped_right_after(tmp_path: 
 def test_metadata_is_what_dcp_save_records(tmp_path: Path) -> None:
     state_dict = {"w": torch.randn(3, 5).bfloat16(), "v": torch.randn(7), "s": torch.randn(2, 3, 4).half()}
     dcp_save(state_dict, tmp_path / "dcp")
-    items = [TargetTensor(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
+    items = [TensorRecipe(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
              for k, v in state_dict.items()]
-    write_checkpoint(tmp_path / "ours", items, state_dict.__getitem__, sidecar={})
+    write_checkpoint(tmp_path / "ours", items, state_dict.__getitem__, sidecar=sidecar())
     theirs = dcp.FileSystemReader(tmp_path / "dcp").read_metadata()
     ours = dcp.FileSystemReader(tmp_path / "ours").read_metadata()
     assert ours.state_dict_metadata == theirs.state_dict_metadata
@@ -194,7 +196,7 @@ def test_torchtitan_loads_the_output(tmp_path: Path, source: tuple[Path, dict[st
     src, state_dict = source
     expected = expand_state_dict(state_dict, XS, M, width="fpi", depth="zero_insert")
     dst = tmp_path / "m" / "init"
-    expand_checkpoint(src, dst, Expansion(XS, M, width="fpi", depth="zero_insert"), sidecar={})
+    expand_checkpoint(src, dst, Expansion(XS, M, width="fpi", depth="zero_insert"), sidecar=sidecar())
 
     model = torchtitan_model(M)  # dcp.load into the model's own state dict
     own = model.state_dict()
@@ -260,11 +262,13 @@ manager(model, Checkpoint(enable=True, folder="checkpoint", interval=10**9, last
 dist.barrier()
 # 2. familyc grows it (rank 0; the other rank waits)
 if rank0:
-    from familyc.expand.checkpoint import expand_checkpoint
+    from familyc.checkpoint.sidecar import Sidecar
     from familyc.expand.operators import Expansion
+    from familyc.expand.stream import expand_checkpoint
     from familyc.shape import ModelShape
     expansion = Expansion(ModelShape(**spec["src_shape"]), ModelShape(**spec["dst_shape"]), **spec["ops"])
-    expand_checkpoint(out / "checkpoint" / "step-1", out / "grown", expansion, sidecar={})
+    expand_checkpoint(out / "checkpoint" / "step-1", out / "grown", expansion,
+                      sidecar=Sidecar(kind="expansion", member="grown", shape=expansion.dst))
 dist.barrier()
 # 3. the next stage starts from it: initial_load_path into 2 FSDP2 ranks of the bigger model
 model, _ = sharded(spec["dst"], 1)
@@ -318,7 +322,7 @@ def _shape_fields(shape: ModelShape) -> dict[str, int]:
 # --- bad inputs ---------------------------------------------------------------------------------
 
 def expand(src: Path, dst: Path, target: ModelShape = S) -> None:
-    expand_checkpoint(src, dst, Expansion(XS, target, width="fpi", depth="zero_insert"), sidecar={})
+    expand_checkpoint(src, dst, Expansion(XS, target, width="fpi", depth="zero_insert"), sidecar=sidecar())
 
 
 def expect_error(src: Path, dst: Path, *fragments: str) -> CheckpointError:
@@ -451,7 +455,7 @@ def test_existing_destination_is_left_untouched(tmp_path: Path, source: tuple[Pa
         expand(src, dst)
     assert [p.name for p in dst.iterdir()] == ["keep"] and (dst / "keep").read_bytes() == b"precious"
     with pytest.raises(CheckpointError, match="already exists"):
-        write_checkpoint(dst, [], lambda key: torch.empty(0), sidecar={})
+        write_checkpoint(dst, [], lambda key: torch.empty(0), sidecar=sidecar())
     assert [p.name for p in dst.iterdir()] == ["keep"]
 
 
@@ -466,19 +470,19 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, source: tuple[Path, di
             if index == 7:
                 def boom(get, key=target.key):
                     raise exception(f"interrupted at {key}")
-                target = TargetTensor(key=target.key, shape=target.shape, sources=target.sources, compute=boom)
+                target = TensorRecipe(key=target.key, shape=target.shape, sources=target.sources, compute=boom)
             yield target
 
     expansion.targets = targets.__get__(expansion)
     with pytest.raises(exception, match="interrupted at layers.0.feed_forward.w3.weight"):
-        expand_checkpoint(src, tmp_path / "dst", expansion, sidecar={})
+        expand_checkpoint(src, tmp_path / "dst", expansion, sidecar=sidecar())
     assert not (tmp_path / "dst").exists() and leftovers(tmp_path) == []
 
 
 def test_target_of_the_wrong_shape_is_refused(tmp_path: Path) -> None:
-    items = [TargetTensor(key="w", shape=(2, 3), sources=(), compute=lambda get: torch.zeros(3, 2))]
+    items = [TensorRecipe(key="w", shape=(2, 3), sources=(), compute=lambda get: torch.zeros(3, 2))]
     with pytest.raises(CheckpointError, match=r"__0_0.distcp: key 'w' came out as \[3, 2\], expected shape \[2, 3\]"):
-        write_checkpoint(tmp_path / "out", items, lambda key: torch.empty(0), sidecar={})
+        write_checkpoint(tmp_path / "out", items, lambda key: torch.empty(0), sidecar=sidecar())
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -15,10 +15,11 @@ from conftest import REPO  # noqa: E402
 
 from familyc.backend.keys import model_keys  # noqa: E402
 from familyc.backend.model import build_model, plan_model_args  # noqa: E402
+from familyc.checkpoint.reader import load_state_dict  # noqa: E402
+from familyc.checkpoint.sidecar import EXPANSION_SIDECAR as SIDECAR_FILE  # noqa: E402
+from familyc.checkpoint.sidecar import Sidecar, verify_sidecar  # noqa: E402
+from familyc.checkpoint.writer import TensorRecipe, write_checkpoint  # noqa: E402
 from familyc.cli import app  # noqa: E402
-from familyc.compiler.derive_shapes import shape_of  # noqa: E402
-from familyc.expand.checkpoint import SIDECAR_FILE, load_state_dict, verify_sidecar, write_checkpoint  # noqa: E402
-from familyc.expand.operators import TargetTensor  # noqa: E402
 from familyc.plan.ir import loads  # noqa: E402
 
 SPEC = str(REPO / "specs" / "tiny.yaml")
@@ -27,9 +28,10 @@ runner = CliRunner()
 
 
 def save(state: dict[str, torch.Tensor], path: Path) -> Path:
-    items = [TargetTensor(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
+    items = [TensorRecipe(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
              for k, v in state.items()]
-    write_checkpoint(path, items, state.__getitem__, sidecar={"test": True})
+    write_checkpoint(path, items, state.__getitem__,
+                     sidecar=Sidecar(kind="member", member="xs", shape=PLAN.shape("xs")))
     return path
 
 
@@ -57,12 +59,13 @@ def test_expand_writes_the_next_members_weights_and_verifies(xs: Path, tmp_path:
     assert "verify xs -> s: max |delta logit|" in output
     assert verify_sidecar(tmp_path / "s") == []
     sidecar = json.loads((tmp_path / "s" / SIDECAR_FILE).read_text())
-    assert sidecar["plan_id"] == PLAN.plan_id and sidecar["exactness"] == "exact"
-    assert sidecar["source"]["shape"]["n_layers"] == 2 and sidecar["target"]["shape"]["n_layers"] == 4
-    assert sidecar["width"] == "none" and sidecar["depth"] == "zero_insert" and sidecar["seed"] == 0
+    assert sidecar["plan_id"] == PLAN.plan_id and sidecar["growth"]["exactness"] == "exact"
+    assert sidecar["source"]["shape"]["n_layers"] == 2 and sidecar["shape"]["n_layers"] == 4
+    assert sidecar["growth"]["width"] == "none" and sidecar["growth"]["depth"] == "zero_insert"
+    assert sidecar["growth"]["seed"] == 0
     grown = load_state_dict(tmp_path / "s")
     assert float(grown["layers.1.attention.wo.weight"].abs().sum()) == 0.0  # a zero-inserted block
-    assert {k: tuple(v.shape) for k, v in grown.items()} == model_keys(shape_of(PLAN.member("s")))
+    assert {k: tuple(v.shape) for k, v in grown.items()} == model_keys(PLAN.shape("s"))
 
 
 def test_operators_can_be_overridden_and_a_false_exact_claim_fails_verify(xs: Path, tmp_path: Path) -> None:

@@ -28,14 +28,15 @@ from conftest import REPO  # noqa: E402
 from familyc.backend.evaluate import load_member  # noqa: E402
 from familyc.backend.hf_export import SIDECAR_FILE, CardFacts, export_member  # noqa: E402
 from familyc.backend.model import build_model, forward_logits, plan_model_args  # noqa: E402
+from familyc.checkpoint import DATA_FILE  # noqa: E402
+from familyc.checkpoint.sidecar import Sidecar  # noqa: E402
+from familyc.checkpoint.writer import TensorRecipe, write_checkpoint  # noqa: E402
 from familyc.cli import app  # noqa: E402
 from familyc.data import ensure_builtin_assets  # noqa: E402
+from familyc.enums import COMPLETED  # noqa: E402
 from familyc.execute.data import run_tokenizer_dir  # noqa: E402
-from familyc.execute.rundir import MEMBER_SIDECAR, RunDir, open_run_dir  # noqa: E402
-from familyc.execute.state import COMPLETED  # noqa: E402
-from familyc.expand.checkpoint import DATA_FILE, METADATA_FILE, sha256_file, write_checkpoint  # noqa: E402
-from familyc.expand.checkpoint import SIDECAR_FILE as EXPANSION_SIDECAR  # noqa: E402
-from familyc.expand.operators import TargetTensor  # noqa: E402
+from familyc.execute.rundir import RunDir, open_run_dir  # noqa: E402
+from familyc.files import sha256_file  # noqa: E402
 from familyc.plan.ir import loads  # noqa: E402
 
 PLAN = loads((REPO / "plans" / "tiny.plan.json").read_text())
@@ -57,17 +58,12 @@ def perturbed_state(member: str, seed: int) -> dict[str, torch.Tensor]:
 
 
 def promote(weights: Path, state: dict[str, torch.Tensor], step_id: str, member: str) -> None:
-    """A member's checkpoint as familyc.execute.executor._promote leaves it."""
-    items = [TargetTensor(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
+    """A member's checkpoint as familyc.execute.members.promote leaves it."""
+    items = [TensorRecipe(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
              for k, v in state.items()]
-    write_checkpoint(weights, items, state.__getitem__, sidecar={})
-    (weights / EXPANSION_SIDECAR).unlink()
-    files = {name: sha256_file(weights / name) for name in (DATA_FILE, METADATA_FILE)}
-    shape = {k: getattr(PLAN.member(member), k) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "ffn_dim",
-                                                           "vocab_size")}
-    sidecar = {"plan_id": PLAN.plan_id, "step": step_id, "member": member, "shape": shape, "init_from": None,
-               "dtype": "float32", "files": files}
-    (weights / MEMBER_SIDECAR).write_text(json.dumps(sidecar, indent=2, sort_keys=True) + "\n")
+    write_checkpoint(weights, items, state.__getitem__,
+                     sidecar=Sidecar(kind="member", member=member, shape=PLAN.shape(member), plan_id=PLAN.plan_id,
+                                     step=step_id, dtype="float32"))
 
 
 def make_run(root: Path, trained: dict[str, int]) -> RunDir:
@@ -76,7 +72,7 @@ def make_run(root: Path, trained: dict[str, int]) -> RunDir:
     ensure_builtin_assets(run.assets, heldout_fraction=PLAN.data.heldout_fraction, vocab_size=2048)
     for step_id, seed in trained.items():
         step = PLAN.step(step_id)
-        promote(run.weights(step), perturbed_state(step.member, seed), step_id, step.member)  # type: ignore[arg-type]
+        promote(run.weights(PLAN, step), perturbed_state(step.member, seed), step_id, step.member)
         st = state.step(step_id)
         st.status, st.metrics = COMPLETED, {"tokens": 4096 * (seed + 1), "final_loss": 3.25}
     state.save()
@@ -152,7 +148,7 @@ def test_weights_are_torchtitans_own_hf_conversion(run: RunDir, exports: dict[st
     from safetensors.torch import load_file
     from torchtitan.models.llama3.model.state_dict_adapter import Llama3StateDictAdapter
 
-    from familyc.expand.checkpoint import load_state_dict
+    from familyc.checkpoint.reader import load_state_dict
 
     for name in MEMBERS:
         theirs = Llama3StateDictAdapter(plan_model_args(PLAN, name), None).to_hf(

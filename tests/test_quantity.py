@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from familyc.spec.quantity import format_count, parse_count, parse_number
+from familyc.spec.quantity import parse_count, parse_number
+from familyc.units import format_count
 
 
 @pytest.mark.parametrize("text, value", [

@@ -29,12 +29,13 @@ import types
 import torch
 
 _ENABLED = False
+_PATCHES: set[object] = set()
+"""The functions this module put in place of torch's (patching twice would wrap a wrapper)."""
 
 
 def accelerator_present() -> bool:
-    from torch._utils import _get_available_device_type
-
-    return _get_available_device_type() is not None
+    """CUDA, ROCm, XPU, MPS or a custom backend: what torchtitan's own device check would find."""
+    return torch.accelerator.is_available()
 
 
 def cpu_enabled() -> bool:
@@ -125,12 +126,12 @@ def _force_sum_reduction() -> None:
     from torch.distributed.fsdp import FSDPModule
 
     original = FSDPModule.set_gradient_divide_factor
-    if getattr(original, "_familyc_sum", False):
+    if original in _PATCHES:
         return
 
     def set_gradient_divide_factor(self: FSDPModule, factor: float) -> None:
         original(self, factor)
         self.set_force_sum_reduction_for_comms(True)
 
-    set_gradient_divide_factor._familyc_sum = True  # type: ignore[attr-defined]
-    FSDPModule.set_gradient_divide_factor = set_gradient_divide_factor  # type: ignore[method-assign]
+    _PATCHES.add(set_gradient_divide_factor)
+    FSDPModule.set_gradient_divide_factor = set_gradient_divide_factor  # type: ignore[method-assign]  # the patch

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from familyc.backend.model import build_model, model_args
+from familyc.backend.model import build_model, plan_model_args
+from familyc.checkpoint.reader import load_state_dict
 from familyc.plan.ir import Plan
 
 DEFAULT_MAX_TOKENS = 32_768
@@ -42,6 +43,8 @@ def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
     tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
     bos, eos = tokenizer.token_to_id(config["bos_token"]), tokenizer.token_to_id(config["eos_token"])
+    if bos is None or eos is None:
+        raise ValueError(f"{tokenizer_dir / 'tokenizer.json'} lacks its config's bos_token or eos_token")
     ids: list[int] = []
     documents = 0
     for path in sorted(heldout_dir.glob("*.jsonl")):
@@ -62,19 +65,15 @@ def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
 
 def load_member(plan: Plan, member_name: str, weights: Path, *, device: str = "cpu") -> torch.nn.Module:
     """A member's model with the weights of a model-only DCP checkpoint, in eval mode."""
-    from familyc.expand.checkpoint import load_state_dict
-
-    member = plan.member(member_name)
-    arch = plan.architecture
-    model = build_model(model_args(member, rope_theta=arch.rope_theta, norm_eps=arch.norm_eps,
-                                   seq_len=member.seq_len), device=device)
+    model = build_model(plan_model_args(plan, member_name), device=device)
     state = load_state_dict(weights)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return model.eval()
+    evaluated: torch.nn.Module = model.eval()
+    return evaluated
 
 
 def _batches(heldout: Heldout, batch_size: int) -> list[torch.Tensor]:
-    return list(heldout.windows.split(batch_size))
+    return list(torch.split(heldout.windows, batch_size))
 
 
 def heldout_loss(model: torch.nn.Module, heldout: Heldout, *, batch_size: int = 8) -> float:

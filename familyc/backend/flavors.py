@@ -31,11 +31,11 @@ from torchtitan.models.llama3 import TransformerModelArgs
 from torchtitan.models.llama3.model.args import RoPEScalingArgs
 
 from familyc.backend import compat
+from familyc.backend.environment import FLAVORS_ENV
 from familyc.backend.keys import TORCHTITAN_VERSION
 from familyc.backend.model import register_flavor
 from familyc.errors import FamilycError
-
-FLAVORS_ENV = "FAMILYC_FLAVORS"
+from familyc.files import atomic_write
 
 
 def write_flavors(path: Path | str, flavors: Mapping[str, TransformerModelArgs]) -> Path:
@@ -43,8 +43,7 @@ def write_flavors(path: Path | str, flavors: Mapping[str, TransformerModelArgs])
     body = {"torchtitan_version": TORCHTITAN_VERSION,
             "flavors": {name: dataclasses.asdict(args) for name, args in sorted(flavors.items())}}
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write(out, json.dumps(body, indent=2, sort_keys=True) + "\n")
     return out
 
 

@@ -5,7 +5,8 @@
     OUT/model.safetensors                 or model-0000i-of-0000n.safetensors + model.safetensors.index.json
     OUT/tokenizer.json, tokenizer_config.json, special_tokens_map.json
     OUT/README.md                         a model card stub
-    OUT/familyc-export.json               the sidecar: what was exported from where, sha256 of every file
+    OUT/familyc-export.json               the sidecar (familyc.checkpoint.sidecar): what was exported from
+                                          where, sha256 of every file
 
 Weights. torchtitan 0.2.2's names map one to one onto transformers' Llama names (the same table as
 torchtitan's own Llama3StateDictAdapter; the tests check ours against its `to_hf`). One difference
@@ -49,9 +50,9 @@ import torch
 from familyc import __version__
 from familyc.backend.keys import model_keys
 from familyc.backend.model import plan_model_args
-from familyc.compiler.derive_shapes import shape_of
-from familyc.errors import FamilycError
-from familyc.expand.checkpoint import CheckpointError, SourceCheckpoint
+from familyc.checkpoint.reader import SourceCheckpoint
+from familyc.checkpoint.sidecar import EXPORT_SIDECAR, ExportRecord, Sidecar, SourceRecord, write_sidecar
+from familyc.errors import CheckpointError, FamilycError
 from familyc.files import atomic_folder, write_synced
 from familyc.plan.ir import Plan
 
@@ -59,7 +60,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16"}
 DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 """transformers' save_pretrained default (5GB); a model this size or smaller is one model.safetensors."""
-SIDECAR_FILE = "familyc-export.json"
+SIDECAR_FILE = EXPORT_SIDECAR
 WEIGHTS_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -144,7 +145,7 @@ def _write_safetensors(path: Path, entries: list[tuple[str, tuple[int, ...]]], d
             tensor = produce(name).to(dtype).contiguous()
             if tuple(tensor.shape) != shape:
                 raise CheckpointError(f"{path}: {name} came out as {list(tensor.shape)}, expected {list(shape)}")
-            data = tensor.view(torch.uint8).numpy() if tensor.numel() else b""
+            data = tensor.view(torch.uint8).numpy().data if tensor.numel() else memoryview(b"")
             f.write(data)
             sha.update(data)
             del tensor, data
@@ -238,15 +239,18 @@ def write_tokenizer(tokenizer_dir: Path, out: Path, *, vocab_size: int,
     if not bos or not eos:
         raise FamilycError(f"{config_path} names no bos_token and eos_token",
                            hint="torchtitan and transformers both take them from tokenizer_config.json")
-    ids = {token: tokenizer.token_to_id(token) for token in (bos, eos)}
-    if None in ids.values():
-        missing = [token for token, i in ids.items() if i is None]
-        raise FamilycError(f"{tokenizer_dir / 'tokenizer.json'} has no token {missing[0]!r} (its config's "
-                           f"{'bos' if missing[0] == bos else 'eos'}_token)")
+    def token_id(token: str, role: str) -> int:
+        found = tokenizer.token_to_id(token)
+        if found is None:
+            raise FamilycError(f"{tokenizer_dir / 'tokenizer.json'} has no token {token!r} (its config's "
+                               f"{role}_token)")
+        return found
+
+    bos_id, eos_id = token_id(bos, "bos"), token_id(eos, "eos")
     if tokenizer.get_vocab_size() > vocab_size:
         raise FamilycError(f"the tokenizer in {tokenizer_dir} has {tokenizer.get_vocab_size()} tokens, more than the "
                            f"model's vocab_size {vocab_size}")
-    special = SpecialTokens(bos=bos, eos=eos, bos_id=ids[bos], eos_id=ids[eos])
+    special = SpecialTokens(bos=bos, eos=eos, bos_id=bos_id, eos_id=eos_id)
     if tokenizer.post_processor is None:  # what transformers builds from add_bos_token, for every other reader
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 {bos}:1 $B:1", special_tokens=[(bos, special.bos_id)])
@@ -326,7 +330,7 @@ class Exported:
 
 def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, tokenizer_dir: Path,
                   facts: CardFacts, dtype: str = "float32", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                  sidecar: Mapping[str, Any] | None = None) -> Exported:
+                  source: SourceRecord | None = None) -> Exported:
     """Write the member's DCP checkpoint as a Hugging Face Llama folder `out`. Atomic: `out` appears
     complete or not at all; an existing `out` is refused and left untouched."""
     if dtype not in DTYPES:
@@ -336,22 +340,23 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
         raise FamilycError(f"{out}: already exists; familyc never overwrites an export",
                            hint="choose another --hf folder, or remove it first")
     member = plan.member(member_name)
-    source = SourceCheckpoint(checkpoint)
-    source.validate(model_keys(shape_of(member)))
+    weights = SourceCheckpoint(checkpoint)
+    weights.validate(model_keys(member.shape))
     with atomic_folder(out, appeared=lambda: FamilycError(
             f"{out}: appeared while familyc was exporting into it; left untouched")) as tmp:
         special, files = write_tokenizer(tokenizer_dir, tmp, vocab_size=member.vocab_size, seq_len=member.seq_len)
-        files |= write_weights(source, tmp, n_heads=member.n_heads, n_kv_heads=member.n_kv_heads,
+        files |= write_weights(weights, tmp, n_heads=member.n_heads, n_kv_heads=member.n_kv_heads,
                                dtype=DTYPES[dtype], max_shard_bytes=max_shard_bytes)
         config = hf_config(plan, member_name, dtype=dtype, bos_id=special.bos_id, eos_id=special.eos_id)
         files["config.json"] = _write_json(tmp / "config.json", config)
         generation = {"bos_token_id": special.bos_id, "eos_token_id": special.eos_id, "pad_token_id": special.eos_id}
         files["generation_config.json"] = _write_json(tmp / "generation_config.json", generation)
         files["README.md"] = write_synced(tmp / "README.md", model_card(plan, member_name, facts, dtype=dtype).encode())
-        body = {"familyc_version": __version__, "plan_id": plan.plan_id, "family": plan.family.name,
-                "member": member_name, "step": facts.step, "baseline": facts.baseline, "dtype": dtype,
-                "rope_scaling": config["rope_scaling"], **(sidecar or {}), "files": dict(sorted(files.items()))}
-        _write_json(tmp / SIDECAR_FILE, body)
+        sidecar = Sidecar(kind="export", member=member_name, shape=member.shape, plan_id=plan.plan_id, step=facts.step,
+                          dtype=dtype, source=source,
+                          export=ExportRecord(family=plan.family.name, baseline=facts.baseline,
+                                              rope_scaling=config["rope_scaling"]))
+        write_sidecar(tmp, sidecar, files)
     return Exported(path=out, files=files, bytes_written=sum(p.stat().st_size for p in out.iterdir()))
 
 

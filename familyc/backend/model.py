@@ -17,8 +17,9 @@ import torch
 from torchtitan.models.llama3 import Transformer, TransformerModelArgs, llama3_args
 from torchtitan.tools.utils import set_default_dtype
 
-from familyc.cost.params import torchtitan_ffn_dim
+from familyc.cost.params import torchtitan_ffn_args, torchtitan_ffn_dim
 from familyc.errors import PlanError
+from familyc.shape import ModelShape
 
 if TYPE_CHECKING:
     from familyc.plan.ir import MemberPlan, Plan
@@ -38,11 +39,24 @@ def model_args(member: MemberPlan, *, rope_theta: float, norm_eps: float, seq_le
         raise PlanError(f"member {member.name}: torchtitan would build an FFN of {ffn}, not ffn_dim "
                         f"{member.ffn_dim} (multiple_of {member.torchtitan_multiple_of}, "
                         f"ffn_dim_multiplier {member.torchtitan_ffn_dim_multiplier})")
+    return _args(member.shape, member.torchtitan_multiple_of, member.torchtitan_ffn_dim_multiplier,
+                 rope_theta=rope_theta, norm_eps=norm_eps, seq_len=seq_len)
+
+
+def shape_args(shape: ModelShape, *, rope_theta: float, norm_eps: float, seq_len: int) -> TransformerModelArgs:
+    """torchtitan's arguments for a bare shape (no plan member): the FFN rule's arguments derived as the
+    compiler derives them (familyc.cost.params.torchtitan_ffn_args)."""
+    multiple_of, multiplier = torchtitan_ffn_args(shape.dim, shape.ffn_dim)
+    return _args(shape, multiple_of, multiplier, rope_theta=rope_theta, norm_eps=norm_eps, seq_len=seq_len)
+
+
+def _args(shape: ModelShape, multiple_of: int, ffn_dim_multiplier: float | None, *, rope_theta: float,
+          norm_eps: float, seq_len: int) -> TransformerModelArgs:
     return TransformerModelArgs(
-        dim=member.dim, n_layers=member.n_layers, n_heads=member.n_heads, n_kv_heads=member.n_kv_heads,
-        vocab_size=member.vocab_size, multiple_of=member.torchtitan_multiple_of,
-        ffn_dim_multiplier=member.torchtitan_ffn_dim_multiplier, norm_eps=norm_eps, rope_theta=rope_theta,
-        max_seq_len=seq_len, attn_type=ATTN_TYPE, attn_mask_type=ATTN_MASK_TYPE,
+        dim=shape.dim, n_layers=shape.n_layers, n_heads=shape.n_heads, n_kv_heads=shape.n_kv_heads,
+        vocab_size=shape.vocab_size, multiple_of=multiple_of, ffn_dim_multiplier=ffn_dim_multiplier,
+        norm_eps=norm_eps, rope_theta=rope_theta, max_seq_len=seq_len, attn_type=ATTN_TYPE,
+        attn_mask_type=ATTN_MASK_TYPE,
     )
 
 
@@ -87,4 +101,5 @@ def forward_logits(model: Transformer, tokens: torch.Tensor) -> torch.Tensor:
         tokens = tokens.unsqueeze(0)
     device = next(model.parameters()).device
     with torch.no_grad():
-        return model(tokens.to(device)).float()
+        logits: torch.Tensor = model(tokens.to(device))
+    return logits.float()

@@ -3,7 +3,8 @@
     torchrun --standalone --nproc-per-node N -m familyc.backend.stage --job.config_file JOB.toml
     python -m familyc.backend.stage --job.config_file JOB.toml          # one process, no torchrun
 
-Environment (or the options of the same name, which take precedence):
+Environment (familyc.backend.environment is the contract; two have options of the same name, which take
+precedence):
     FAMILYC_FLAVORS  --familyc.flavors PATH   JSON of the model sizes (see flavors.py); needed
                                               unless the TOML names one of torchtitan's flavors
     FAMILYC_METRICS  --familyc.metrics PATH   rank 0 appends one JSON line per logged step
@@ -40,12 +41,18 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-METRICS_ENV = "FAMILYC_METRICS"
-DATA_START_ENV = "FAMILYC_DATA_START"
-DATA_END_ENV = "FAMILYC_DATA_END"
-FLAVORS_ENV = "FAMILYC_FLAVORS"
-EXIT_NONFINITE_LOSS = 3
-EXIT_CONFIG = 2
+from familyc.backend.environment import (  # noqa: E402  (torch-free)
+    DATA_END_ENV,
+    DATA_START_ENV,
+    EXIT_CONFIG,
+    EXIT_NONFINITE_LOSS,
+    FLAVORS_ENV,
+    METRICS_ENV,
+    OFFLINE_ENVS,
+)
+from familyc.files import atomic_write  # noqa: E402
+
+__all__ = ["EXIT_CONFIG", "EXIT_NONFINITE_LOSS", "JsonlMetrics", "NonFiniteLossError", "main", "run"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -154,6 +161,10 @@ def _start_data_at(trainer: Any, path: str | None) -> None:
     from torchtitan.tools.logging import logger
 
     dataset = _dataset(trainer)
+    if not Path(path).is_file():
+        logger.warning(f"familyc stage: {path} is missing, so this stage starts at the first document instead of "
+                       "where the previous stage stopped")
+        return
     position = json.loads(Path(path).read_text(encoding="utf-8"))
     world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
     if position.get("world_size") != world or dataset is None or not hasattr(dataset, "_sample_idx"):
@@ -176,10 +187,7 @@ def _record_data_position(trainer: Any, path: str | None) -> None:
     positions: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(positions, mine)
     if torch.distributed.get_rank() == 0:
-        out = Path(path)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"world_size": len(positions), "sample_idx": positions}) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
+        atomic_write(Path(path), json.dumps({"world_size": len(positions), "sample_idx": positions}) + "\n")
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -193,7 +201,7 @@ def _trainer_class() -> type:
         step, so nothing non-finite is ever saved) and records its data position after its last step."""
 
         def forward_backward_step(self, **kwargs: Any) -> torch.Tensor:
-            loss = super().forward_backward_step(**kwargs)
+            loss: torch.Tensor = super().forward_backward_step(**kwargs)
             _STEP_LOSSES.append(loss.detach())  # read only if the gradient norm is not finite: no sync here
             return loss
 
@@ -209,6 +217,8 @@ def _trainer_class() -> type:
 
 
 _STEP = 0
+_PATCHES: set[object] = set()
+"""The functions this module put in place of torchtitan's (patching twice would wrap a wrapper)."""
 """The step being trained (for messages from hooks that torchtitan calls without it)."""
 _STEP_LOSSES: list[Any] = []
 """The losses of this step's microbatches, kept as tensors: a non-finite loss always gives a non-finite
@@ -227,11 +237,11 @@ def _check_gradient_norms() -> None:
     import torchtitan.distributed.utils as dist_utils
 
     clip = dist_utils.clip_grad_norm_
-    if getattr(clip, "_familyc_checked", False):
+    if clip in _PATCHES:
         return
 
     def checked(*args: Any, **kwargs: Any) -> torch.Tensor:
-        norm = clip(*args, **kwargs)
+        norm: torch.Tensor = clip(*args, **kwargs)
         if not torch.isfinite(torch.as_tensor(norm)).all().item():
             bad_loss = next((loss for loss in _STEP_LOSSES if not torch.isfinite(loss).all().item()), None)
             if bad_loss is not None:
@@ -242,7 +252,7 @@ def _check_gradient_norms() -> None:
                                      "before the optimizer step (nothing saved). Lower the learning rate.")
         return norm
 
-    checked._familyc_checked = True  # type: ignore[attr-defined]
+    _PATCHES.add(checked)
     dist_utils.clip_grad_norm_ = checked
 
 
@@ -264,8 +274,8 @@ def run(argv: list[str]) -> int:
         os.environ[FLAVORS_ENV] = str(Path(own.flavors).resolve())
     metrics_path = own.metrics or os.environ.get(METRICS_ENV)
     _single_process_env()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    for name in OFFLINE_ENVS:
+        os.environ.setdefault(name, "1")
 
     from familyc.backend import compat
 

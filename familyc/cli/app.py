@@ -8,15 +8,16 @@ its hint; anything else becomes an "internal error" line. `--debug` shows the tr
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from familyc.errors import FamilycError, SpecError
+from familyc.errors import FamilycError, MissingExtraError, SpecError
 
 app = typer.Typer(
     name="familyc",
@@ -28,7 +29,25 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+TRAIN_EXTRA = ("torch", "torchtitan", "triton", "tokenizers", "matplotlib")
+"""The top-level modules of the `train` extra's packages (pyproject.toml)."""
+TRAIN_INSTALL = "pip install -e '.[train]' torch==2.13.0"
+"""How to install it (pin torch: an unpinned one pulls a multi-GB CUDA build)."""
+
+
+def missing_train_extra(what: str, module: str) -> MissingExtraError:
+    return MissingExtraError(f"{what} needs the train extra ({module} is not installed): {TRAIN_INSTALL}",
+                             hint="the planning commands (validate, plan, show, diff, schema) work without it")
+
+
+def require_train_extra(what: str) -> None:
+    """Refuse, in one line with the install command, a command that needs torch when the extra is missing."""
+    for module in TRAIN_EXTRA:
+        if importlib.util.find_spec(module) is None:
+            raise missing_train_extra(what, module)
 
 
 def _console(stderr: bool) -> Console:
@@ -57,13 +76,19 @@ def report_error(exc: FamilycError) -> None:
         console.print(f"  hint: {exc.hint}", markup=False, soft_wrap=True)
 
 
-def command(fn: F) -> F:
+def command(fn: Callable[P, R]) -> Callable[P, R]:
     """Wrap a command in the error boundary."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except ModuleNotFoundError as exc:  # a lazy import of the train extra, on a planning-only install
+                root = (exc.name or "").split(".")[0]
+                if root not in TRAIN_EXTRA:
+                    raise
+                raise missing_train_extra(f"familyc {fn.__name__}", root) from exc
         except FamilycError as exc:
             if _state["debug"]:
                 raise
@@ -78,7 +103,7 @@ def command(fn: F) -> F:
             err().print("  hint: rerun with --debug for the traceback, and report it", markup=False, soft_wrap=True)
             raise typer.Exit(3) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @app.callback()

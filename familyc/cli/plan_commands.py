@@ -15,6 +15,7 @@ from familyc import render
 from familyc.cli.app import app, command, err, out, report_error
 from familyc.compiler import compile_document, compile_spec, load_document, read_spec
 from familyc.errors import PlanError, SpecError, UsageError
+from familyc.files import atomic_write
 from familyc.plan import ir
 from familyc.plan.diff import diff_data, diff_document, diff_plans
 from familyc.plan.view import plan_document
@@ -25,16 +26,6 @@ class Format(StrEnum):
     text = "text"
     json = "json"
     markdown = "markdown"
-
-
-def read_plan(path: Path) -> ir.Plan:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such plan file", hint="write one with `familyc plan SPEC -o FILE`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"{path}: cannot read it as a plan: {exc}") from None
-    return ir.loads(text, source=str(path))
 
 
 def _plural(count: int, noun: str) -> str:
@@ -108,10 +99,7 @@ def plan(
         out().print(f"{check}: up to date (plan {compiled.plan_id})", markup=False)
         return
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
+        atomic_write(output, text)
     if fmt is Format.json:
         typer.echo(text, nl=False)
     else:
@@ -127,7 +115,7 @@ def show(
     fmt: Format = typer.Option(Format.text, "--format"),
 ) -> None:
     """Render a plan file."""
-    loaded = read_plan(plan_file)
+    loaded = ir.read_plan(plan_file)
     if fmt is Format.json:
         typer.echo(ir.dumps(loaded), nl=False)
     else:
@@ -142,7 +130,7 @@ def diff(
     fmt: Format = typer.Option(Format.text, "--format", help="markdown makes a pull-request comment."),
 ) -> None:
     """Show what changed between two plans, with the cost delta per step and in total."""
-    d = diff_plans(read_plan(old), read_plan(new))
+    d = diff_plans(ir.read_plan(old), ir.read_plan(new))
     emit(diff_document(d), fmt, diff_data(d))
 
 

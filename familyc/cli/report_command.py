@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 
@@ -31,36 +30,17 @@ def report(
 ) -> None:
     """Predicted against actual compute per step, held-out loss, KL between members, plots."""
     from familyc.report.collect import collect
-    from familyc.report.view import markdown_with_plots, render_html, report_document
+    from familyc.report.publish import publish
 
-    result = collect(run_dir, evaluate=not no_eval, max_tokens=max_tokens)
-    folder = output or run_dir / "report"
-    folder.mkdir(parents=True, exist_ok=True)
-    plots = _plots(result, folder)
-    doc = report_document(result, plots=plots)
-    data = json.dumps(result.to_data(), indent=2) + "\n"
-    markdown = markdown_with_plots(render.render_markdown(doc), plots)
-    page = render_html(doc, plots)
-    (folder / "report.json").write_text(data)
-    (folder / "report.md").write_text(markdown)
-    (folder / "report.html").write_text(page)
-    (folder / "report.txt").write_text(render.text(doc))
+    published = publish(collect(run_dir, evaluate=not no_eval, max_tokens=max_tokens), output or run_dir / "report")
     if fmt is ReportFormat.json:
-        typer.echo(data, nl=False)
+        typer.echo(published.json, nl=False)
     elif fmt is ReportFormat.markdown:
-        typer.echo(markdown, nl=False)
+        typer.echo(published.markdown, nl=False)
     elif fmt is ReportFormat.html:
-        typer.echo(page, nl=False)
+        typer.echo(published.html, nl=False)
     else:
-        render.render_text(doc, out())
-
-
-def _plots(result, folder: Path) -> dict[str, Path]:  # type: ignore[no-untyped-def]
-    try:
-        from familyc.report.plots import write_plots
-    except ImportError:  # pragma: no cover - matplotlib comes with the train extra
-        return {}
-    return write_plots(result, folder)
+        render.render_text(published.document, out())
 
 
 @app.command()

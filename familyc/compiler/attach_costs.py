@@ -16,6 +16,7 @@ Needs: `steps`, `baseline`. Adds: `plan` (its plan_id is set once the last pass 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TypedDict
 
 from familyc import __version__
 from familyc.compiler.assign_budgets import tokens_per_param
@@ -47,26 +48,40 @@ from familyc.plan.ir import (
 from familyc.spec.model import FamilySpec
 
 
-def _costed(step: TrainStep | ExpandStep, c: Compilation, raw: dict[str, float]) -> TrainStep | ExpandStep:
+def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float]) -> TrainStep:
     spec = c.spec
     assert spec is not None
     cluster = spec.cluster
     peak = accelerator(cluster.accelerator).peak(spec.training.precision)
-    if isinstance(step, TrainStep):
-        member = c.member(step.member)
-        flops = train_flops(member.flops_per_token, step.tokens)
-        mfu = c.profile.mfu_for(shape_key(member), step.devices) if c.profile else cluster.mfu
-        seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=mfu)
-        if c.profile:
-            seconds += c.profile.stage_overhead_seconds
-        step = replace(step, mfu=mfu, flops_per_step=train_flops(member.flops_per_token, step.batch_tokens))
-    else:
-        flops = 0
-        seconds = io_seconds(step.bytes_read + step.bytes_written, gb_per_s=cluster.io_gb_per_s)
-    hours = gpu_hours(seconds, cluster.devices)
+    member = c.member(step.member)
+    flops = train_flops(member.flops_per_token, step.tokens)
+    mfu = c.profile.mfu_for(shape_key(member), step.devices) if c.profile else cluster.mfu
+    seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=mfu)
+    if c.profile:
+        seconds += c.profile.stage_overhead_seconds
     raw[step.id] = seconds
-    return replace(step, flops=flops, predicted_seconds=round(seconds, 1), gpu_hours=round(hours, 3),
-                   cost_usd=round(hours * cluster.price_per_gpu_hour, 2))
+    return replace(step, mfu=mfu, flops_per_step=train_flops(member.flops_per_token, step.batch_tokens), flops=flops,
+                   **_allocation(seconds, spec))
+
+
+def _costed_expand(step: ExpandStep, c: Compilation, raw: dict[str, float]) -> ExpandStep:
+    assert c.spec is not None
+    seconds = io_seconds(step.bytes_read + step.bytes_written, gb_per_s=c.spec.cluster.io_gb_per_s)
+    raw[step.id] = seconds
+    return replace(step, flops=0, **_allocation(seconds, c.spec))
+
+
+class _Allocation(TypedDict):
+    predicted_seconds: float
+    gpu_hours: float
+    cost_usd: float
+
+
+def _allocation(seconds: float, spec: FamilySpec) -> _Allocation:
+    """The time, GPU-hours and dollars of a step that holds the whole allocation for `seconds`, rounded."""
+    hours = gpu_hours(seconds, spec.cluster.devices)
+    return {"predicted_seconds": round(seconds, 1), "gpu_hours": round(hours, 3),
+            "cost_usd": round(hours * spec.cluster.price_per_gpu_hour, 2)}
 
 
 def _cluster_plan(spec: FamilySpec) -> ClusterPlan:
@@ -85,10 +100,11 @@ def attach_costs(c: Compilation) -> Compilation:
     spec = c.spec
     assert spec is not None
     raw: dict[str, float] = {}
-    steps = tuple(_costed(s, c, raw) for s in c.steps)
+    steps = tuple(_costed_train(s, c, raw) if isinstance(s, TrainStep) else _costed_expand(s, c, raw)
+                  for s in c.steps)
     baseline_members = []
     for b in c.baseline:
-        train = _costed(b.train, c, raw)
+        train = _costed_train(b.train, c, raw)
         baseline_members.append(replace(b, flops=train.flops, train=train))
     price = spec.cluster.price_per_gpu_hour
     devices = spec.cluster.devices

@@ -25,11 +25,11 @@ def check_plan(c: Compilation) -> Compilation:
     assert plan is not None and c.spec is not None
     problems: list[Diagnostic] = []
     warnings = list(plan.warnings)
-    trains = [s for s in plan.steps if isinstance(s, TrainStep)] + [b.train for b in plan.baseline.members]
+    trains = [*plan.train_steps(), *(b.train for b in plan.baseline.members)]
     unfit: dict[str, list[TrainStep]] = {}
-    for step in trains:
-        if not step.memory.fits:
-            unfit.setdefault(step.member, []).append(step)
+    for train in trains:
+        if not train.memory.fits:
+            unfit.setdefault(train.member, []).append(train)
     where = ("cluster", "gpus_per_node") if "gpus_per_node" in c.doc.data["cluster"] else ("cluster",)
     for member, steps in unfit.items():
         worst = max(steps, key=lambda s: s.memory.total)

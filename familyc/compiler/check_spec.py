@@ -9,17 +9,17 @@ not use, batches that do not divide, and an accelerator without the asked precis
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from familyc.compiler.derive_shapes import member_shape
 from familyc.compiler.state import Compilation
 from familyc.cost.accelerators import accelerator
+from familyc.enums import APPROXIMATE, BUILTIN_TOKENIZER_VOCAB
 from familyc.errors import Diagnostic, SpecError
-from familyc.expand.feasibility import APPROXIMATE, assess_growth
+from familyc.growth.feasibility import assess_growth
 from familyc.spec.loader import LoadedDocument, PathT
 from familyc.spec.model import FamilySpec, GrowthSpec
 from familyc.spec.schema import did_you_mean
-
-BUILTIN_TOKENIZER_VOCAB = {"bpe-2048": 2048}
-"""Vocabulary of the tokenizers familyc trains offline (familyc/data)."""
 
 MAX_TOKENS = 10**16
 """Ten quadrillion tokens: about 300x the largest published pretraining runs (3.6e13)."""
@@ -128,7 +128,7 @@ class _Checker:
                        code="not-exact")
 
     # --- budget and LR -------------------------------------------------------------------
-    def table_names(self, path: PathT, table: dict[str, object], *, complete: bool, what: str) -> None:
+    def table_names(self, path: PathT, table: Mapping[str, object], *, complete: bool, what: str) -> None:
         for name in table:
             if name not in self.names:
                 self.unknown_member(path + (name,), name, key=True)
@@ -210,7 +210,7 @@ class _Checker:
         spec = self.spec
         seq = spec.architecture.seq_len
         devices = spec.cluster.devices
-        cases = [(("training", "batch_tokens"), spec.training.batch_tokens, "training")]
+        cases: list[tuple[PathT, int, str]] = [(("training", "batch_tokens"), spec.training.batch_tokens, "training")]
         cases += [(("members", m.index, "batch_tokens"), m.batch_tokens, m.name) for m in spec.members
                   if m.batch_tokens is not None]
         for path, tokens, _who in cases:

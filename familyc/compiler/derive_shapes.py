@@ -26,11 +26,6 @@ def member_shape(member: MemberSpec, arch: Architecture) -> ModelShape:
                       n_kv_heads=member.n_kv_heads, ffn_dim=ffn, vocab_size=arch.vocab_size)
 
 
-def shape_of(member: MemberPlan) -> ModelShape:
-    return ModelShape(dim=member.dim, n_layers=member.n_layers, n_heads=member.n_heads,
-                      n_kv_heads=member.n_kv_heads, ffn_dim=member.ffn_dim, vocab_size=member.vocab_size)
-
-
 def member_plan(name: str, shape: ModelShape, seq_len: int) -> MemberPlan:
     params = count_params(shape)
     multiple_of, multiplier = torchtitan_ffn_args(shape.dim, shape.ffn_dim)

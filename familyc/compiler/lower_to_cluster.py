@@ -21,18 +21,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from familyc.compiler.derive_shapes import shape_of
 from familyc.compiler.state import Compilation
 from familyc.cost.accelerators import GIB, accelerator
-from familyc.cost.memory import AC_MODES, estimate_memory
+from familyc.cost.memory import estimate_memory
 from familyc.cost.params import count_params
-from familyc.expand.feasibility import assess_growth
+from familyc.cost.storage import member_checkpoint_bytes
+from familyc.enums import AC_MODES, ActivationCheckpointing
+from familyc.growth.feasibility import assess_growth
 from familyc.plan.ir import BaselineMember, ExpandStep, MemberPlan, Memory, Schedule, TrainStep
 from familyc.spec.model import FamilySpec, GrowthSpec
 
 DEFAULT_WARMUP_FRACTION = 0.05
-CHECKPOINT_BYTES_PER_PARAM = 4
-"""Member checkpoints are model-only fp32 (torchtitan checkpoint.export_dtype = float32)."""
 
 
 def device_memory(spec: FamilySpec) -> int:
@@ -52,17 +51,19 @@ def _divisors_descending(n: int) -> list[int]:
     return sorted((d for d in range(1, n + 1) if n % d == 0), reverse=True)
 
 
-def choose_micro_batch(spec: FamilySpec, member: MemberPlan, per_device: int) -> tuple[int, str, Memory]:
+def choose_micro_batch(spec: FamilySpec, member: MemberPlan,
+                       per_device: int) -> tuple[int, ActivationCheckpointing, Memory]:
     """(micro-batch, activation checkpointing, memory): the first that fits, else the smallest."""
     training = spec.training
-    params = count_params(shape_of(member))
+    params = count_params(member.shape)
     capacity = usable_memory(spec)
-    modes = AC_MODES if training.activation_checkpointing == "auto" else (training.activation_checkpointing,)
+    choice = training.activation_checkpointing
+    modes: tuple[ActivationCheckpointing, ...] = AC_MODES if choice == "auto" else (choice,)
     micros = [training.micro_batch_size] if training.micro_batch_size else _divisors_descending(per_device)
-    last: tuple[int, str, Memory] | None = None
+    last: tuple[int, ActivationCheckpointing, Memory] | None = None
     for mode in modes:
         for micro in micros:
-            est = estimate_memory(shape_of(member), params, seq_len=member.seq_len, micro_batch=micro,
+            est = estimate_memory(member.shape, params, seq_len=member.seq_len, micro_batch=micro,
                                   fsdp_degree=spec.cluster.devices, precision=training.precision,
                                   activation_checkpointing=mode)
             memory = Memory(parameters=est.parameters, gradients=est.gradients, optimizer=est.optimizer,
@@ -119,12 +120,12 @@ def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requ
 
 def _expand_step(c: Compilation, g: GrowthSpec) -> ExpandStep:
     src, dst = c.member(g.source), c.member(g.target)
-    result = assess_growth(shape_of(src), shape_of(dst), width=g.width, depth=g.depth, noise=g.noise)
+    result = assess_growth(src.shape, dst.shape, width=g.width, depth=g.depth, noise=g.noise)
     return ExpandStep(
         id=f"expand-{g.source}-{g.target}", member=g.target, source=g.source, width=g.width, depth=g.depth,
         gqa=result.gqa, noise=g.noise, seed=g.seed, exactness=result.exactness, reasons=result.reasons,
         summary=result.summary, optimizer_state="fresh",
-        bytes_read=src.params * CHECKPOINT_BYTES_PER_PARAM, bytes_written=dst.params * CHECKPOINT_BYTES_PER_PARAM,
+        bytes_read=member_checkpoint_bytes(src.params), bytes_written=member_checkpoint_bytes(dst.params),
     )
 
 

@@ -8,10 +8,12 @@ declares applied (the schema is the one source of defaults) and every quantity p
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from familyc.compiler.state import Compilation
+from familyc.enums import DATA_KINDS, TOKENIZER_KINDS
 from familyc.errors import Diagnostic, SpecError
 from familyc.spec.loader import LoadedDocument, PathT
 from familyc.spec.model import (
@@ -31,6 +33,8 @@ from familyc.spec.model import (
 )
 from familyc.spec.quantity import parse_count, parse_number
 from familyc.spec.schema import _resolve, schema
+
+T = TypeVar("T")
 
 
 def apply_defaults(value: Any, sub: dict[str, Any]) -> Any:
@@ -80,7 +84,7 @@ class _Reader:
             return False
         return True
 
-    def _parse(self, parser: Any, path: PathT, what: str) -> Any:
+    def _parse(self, parser: Callable[..., T], path: PathT, what: str) -> T | None:
         if not self.has(path) or self.get(path) is None:
             return None
         try:
@@ -92,6 +96,12 @@ class _Reader:
 
     def count(self, path: PathT, what: str = "value") -> int | None:
         return self._parse(parse_count, path, what)
+
+    def required_number(self, path: PathT, what: str) -> float:
+        """A number the schema gives a default for. When it does not parse, the problem is recorded (and raised
+        before the spec is used), and 0.0 stands in for it meanwhile."""
+        value = self.number(path, what)
+        return 0.0 if value is None else value
 
     def number(self, path: PathT, what: str = "value") -> float | None:
         """A positiveNumber of the schema: its string form is checked here (the schema can only
@@ -116,8 +126,8 @@ def _build(r: _Reader) -> FamilySpec:
     arch = d["architecture"]
     architecture = Architecture(
         vocab_size=arch["vocab_size"], seq_len=arch["seq_len"],
-        rope_theta=r.number(("architecture", "rope_theta"), "rope_theta"),
-        norm_eps=r.number(("architecture", "norm_eps"), "norm_eps"),
+        rope_theta=r.required_number(("architecture", "rope_theta"), "rope_theta"),
+        norm_eps=r.required_number(("architecture", "norm_eps"), "norm_eps"),
         multiple_of=arch["multiple_of"],
         ffn_dim_multiplier=r.number(("architecture", "ffn_dim_multiplier"), "ffn_dim_multiplier"),
         tie_embeddings=arch["tie_embeddings"],
@@ -150,7 +160,7 @@ def _build(r: _Reader) -> FamilySpec:
     power_law = None
     if "power_law" in lr:
         pl = ("lr", "power_law")
-        power_law = PowerLaw(reference_lr=r.number(pl + ("reference_lr",), "reference_lr") or 0.0,
+        power_law = PowerLaw(reference_lr=r.required_number(pl + ("reference_lr",), "reference_lr"),
                              reference_params=r.count(pl + ("reference_params",), "reference_params") or 0,
                              exponent=float(lr["power_law"]["exponent"]))
     lr_spec = LRSpec(
@@ -171,16 +181,16 @@ def _build(r: _Reader) -> FamilySpec:
         checkpoint_interval=t["checkpoint_interval"], log_interval=t["log_interval"], seed=t["seed"],
         optimizer=OptimizerSpec(weight_decay=float(o["weight_decay"]), beta1=float(o["beta1"]),
                                 beta2=float(o["beta2"]),
-                                eps=r.number(("training", "optimizer", "eps"), "eps") or 0.0,
+                                eps=r.required_number(("training", "optimizer", "eps"), "eps"),
                                 max_grad_norm=float(o["max_grad_norm"])),
     )
     ds = d["data"]["dataset"]
-    kind = next(k for k in ("builtin", "hf", "path") if k in ds)
+    kind = next(k for k in DATA_KINDS if k in ds)
     data = DatasetSpec(kind=kind, name=ds[kind], config=ds.get("config"), split=ds.get("split", "train"),
                        heldout_fraction=float(d["data"]["heldout_fraction"]),
                        progressive_stages=d["data"]["progressive_stages"])
     tok = d["tokenizer"]
-    tok_kind = next(k for k in ("builtin", "hf", "path") if k in tok)
+    tok_kind = next(k for k in TOKENIZER_KINDS if k in tok)
     c = d["cluster"]
     cluster = ClusterSpec(
         accelerator=c["accelerator"], gpus_per_node=c["gpus_per_node"], nodes=c["nodes"], mfu=float(c["mfu"]),

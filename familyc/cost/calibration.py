@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from familyc.errors import FamilycError
+from familyc.files import atomic_write
 
 PROFILE_SCHEMA_VERSION = 1
 PROFILE_KIND = "familyc-calibration"
@@ -83,5 +84,4 @@ def read_profile(path: Path) -> Profile:
 
 def write_profile(path: Path, body: dict[str, Any]) -> None:
     body = {"schema_version": PROFILE_SCHEMA_VERSION, "kind": PROFILE_KIND, **body}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    atomic_write(path, json.dumps(body, indent=2) + "\n")

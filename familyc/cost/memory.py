@@ -36,7 +36,6 @@ from familyc.cost.params import ParamCount
 from familyc.shape import ModelShape
 
 COMPUTE_BYTES = {"bf16": 2, "fp32": 4}
-AC_MODES = ("none", "selective", "full")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -9,13 +9,13 @@ Only `tokenizers` is needed (no torch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from familyc.errors import FamilycError
+from familyc.files import sha256_file
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -78,7 +78,7 @@ def build_bpe_tokenizer(out_dir: Path | str, vocab_size: int = 2048, *, train_di
     }
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return TokenizerStats(vocab_size=tokenizer.get_vocab_size(),
-                          tokenizer_sha256=hashlib.sha256((out / TOKENIZER_FILE).read_bytes()).hexdigest())
+                          tokenizer_sha256=sha256_file(out / TOKENIZER_FILE))
 
 
 def count_tokens(tokenizer_dir: Path | str, texts: Iterable[str]) -> int:

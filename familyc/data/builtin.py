@@ -29,19 +29,18 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import os
-import shutil
 import sys
 import sysconfig
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from familyc.data.bpe import BOS, EOS, build_bpe_tokenizer, count_tokens, read_texts
 from familyc.errors import FamilycError
+from familyc.files import atomic_folder, atomic_write, sha256_file
 
 NAME = "stdlib-docstrings"
 SOURCE = "stdlib-source"
@@ -75,7 +74,8 @@ class Assets:
     """torchtitan's `model.hf_assets_path`."""
     manifest_sha256: str
     """Of manifest.json, which holds the sha256 of every other file: names the content."""
-    manifest: dict = field(compare=False, hash=False)
+    manifest: dict[str, Any] = field(compare=False, hash=False)
+    """manifest.json as read (JSON)."""
 
 
 # --- the corpus -------------------------------------------------------------------------------
@@ -117,8 +117,10 @@ def _docstrings(tree: ast.Module, prefix: str) -> Iterator[tuple[str, str]]:
             if doc:
                 yield (f"{prefix}:{qualname}" if qualname else prefix), doc
         for child in _statements(node):
-            named = isinstance(child, _DOC_NODES)
-            yield from visit(child, (f"{qualname}.{child.name}" if qualname else child.name) if named else qualname)
+            if isinstance(child, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                yield from visit(child, f"{qualname}.{child.name}" if qualname else child.name)
+            else:
+                yield from visit(child, qualname)
 
     yield from visit(tree, "")
 
@@ -178,11 +180,8 @@ def build_corpus(out_dir: Path | str, corpus: str, *, heldout_fraction: float = 
 
 # --- built once, found by content ---------------------------------------------------------------
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cache_key(*, corpus: str = NAME, heldout_fraction: float, seed: int, vocab_size: int) -> tuple[str, dict]:
+def _cache_key(*, corpus: str = NAME, heldout_fraction: float, seed: int,
+               vocab_size: int) -> tuple[str, dict[str, Any]]:
     """The hash of everything the output bytes depend on, and those inputs for the manifest."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     sources = hashlib.sha256()
@@ -205,7 +204,7 @@ def _cache_key(*, corpus: str = NAME, heldout_fraction: float, seed: int, vocab_
     return key, inputs
 
 
-def _build(root: Path, inputs: dict) -> None:
+def _build(root: Path, inputs: dict[str, Any]) -> None:
     name = inputs.get("corpus", NAME)
     corpus = build_corpus(root, name, heldout_fraction=inputs["heldout_fraction"], seed=inputs["seed"])
     tokenizer = build_bpe_tokenizer(root / "tokenizer", inputs["vocab_size"], train_dir=root / "train")
@@ -222,9 +221,9 @@ def _build(root: Path, inputs: dict) -> None:
         "splits": splits,
         "duplicates_dropped": corpus.duplicates_dropped,
         "tokenizer": {"vocab_size": tokenizer.vocab_size, "bos": BOS, "eos": EOS},
-        "files": {p.relative_to(root).as_posix(): _sha256_file(p) for p in files},
+        "files": {p.relative_to(root).as_posix(): sha256_file(p) for p in files},
     }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    atomic_write(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _open(root: Path) -> Assets:
@@ -235,11 +234,11 @@ def _open(root: Path) -> Assets:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     for name, expected in manifest["files"].items():
         path = root / name
-        if not path.is_file() or _sha256_file(path) != expected:
+        if not path.is_file() or sha256_file(path) != expected:
             raise FamilycError(f"{path} is missing or does not match {manifest_path}",
                                hint=f"delete {root}; the next run rebuilds it")
     return Assets(root=root, train_dir=root / "train", heldout_dir=root / "heldout", tokenizer_dir=root / "tokenizer",
-                  manifest_sha256=_sha256_file(manifest_path), manifest=manifest)
+                  manifest_sha256=sha256_file(manifest_path), manifest=manifest)
 
 
 def ensure_builtin_assets(cache_dir: Path | str, *, corpus: str = NAME, heldout_fraction: float = 0.05, seed: int = 0,
@@ -254,15 +253,6 @@ def ensure_builtin_assets(cache_dir: Path | str, *, corpus: str = NAME, heldout_
     key, inputs = _cache_key(corpus=corpus, heldout_fraction=heldout_fraction, seed=seed, vocab_size=vocab_size)
     root = cache / f"{corpus}-{key[:16]}"
     if not root.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache))
-        try:
+        with atomic_folder(root) as tmp:
             _build(tmp, inputs)
-            os.chmod(tmp, 0o755)  # mkdtemp makes it private
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / MANIFEST).is_file():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return _open(root)

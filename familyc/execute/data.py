@@ -14,19 +14,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from familyc.enums import BUILTIN_TOKENIZER_VOCAB
 from familyc.errors import FamilycError
-from familyc.execute.executor import DataInputs
 from familyc.execute.rundir import RunDir
+from familyc.files import atomic_folder, atomic_write, sha256_file
 from familyc.plan.ir import Plan
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".txt", ".parquet")
-BUILTIN_TOKENIZER_VOCAB = {"bpe-2048": 2048}
+INPUTS_FILE = "inputs.json"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataInputs:
+    """What the run's stages train on, resolved: the training documents, the tokenizer folder, and whether the
+    data may need the network."""
+
+    dataset_path: Path
+    tokenizer_path: Path
+    offline: bool
 
 
 def _local_documents(folder: Path) -> Iterator[str]:
@@ -70,9 +79,7 @@ def split_local_dataset(folder: Path, cache: Path, *, heldout_fraction: float, s
 
     root = cache / f"local-{_folder_digest(folder)[:16]}-{heldout_fraction:g}"
     if not root.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache))
-        try:
+        with atomic_folder(root) as tmp:
             files = {s: (tmp / s / "docs.jsonl") for s in ("train", "heldout")}
             for path in files.values():
                 path.parent.mkdir(parents=True)
@@ -84,10 +91,6 @@ def split_local_dataset(folder: Path, cache: Path, *, heldout_fraction: float, s
             finally:
                 for handle in handles.values():
                     handle.close()
-            os.chmod(tmp, 0o755)
-            os.rename(tmp, root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return root / "train", root / "heldout"
 
 
@@ -150,9 +153,6 @@ def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInpu
     return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline)
 
 
-INPUTS_FILE = "inputs.json"
-
-
 def _write_inputs(run: RunDir, *, dataset: Path, tokenizer: Path, heldout: Path | None) -> None:
     """RUN_DIR/inputs.json: the data and tokenizer the run trains with (report and export read it);
     paths inside the run directory are relative to it, so the directory can move."""
@@ -165,7 +165,7 @@ def _write_inputs(run: RunDir, *, dataset: Path, tokenizer: Path, heldout: Path 
             return str(path)
 
     body = {"dataset": shown(dataset), "tokenizer": shown(tokenizer), "heldout": shown(heldout)}
-    (run.root / INPUTS_FILE).write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+    atomic_write(run.root / INPUTS_FILE, json.dumps(body, indent=2) + "\n")
 
 
 def run_inputs(run: RunDir) -> dict[str, Path | None]:
@@ -211,7 +211,7 @@ def run_tokenizer_dir(plan: Plan, run: RunDir) -> Path:
         root, manifest = found[0]
         for name, digest in manifest.get("files", {}).items():
             if name.startswith("tokenizer/") and (not (root / name).is_file()
-                                                  or hashlib.sha256((root / name).read_bytes()).hexdigest() != digest):
+                                                  or sha256_file(root / name) != digest):
                 raise FamilycError(f"{root / name} is missing or does not match {root / 'manifest.json'}")
         folder = root / "tokenizer"
     elif tokenizer.kind == "path":

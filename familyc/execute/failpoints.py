@@ -15,8 +15,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from familyc.checkpoint.writer import Getter, TensorRecipe
+    from familyc.expand.stream import Recipes
 
 FAILPOINTS_ENV = "FAMILYC_FAILPOINTS"
 
@@ -31,15 +38,28 @@ def failpoint(name: str) -> None:
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def midway(items: Iterable[Any], name: str) -> Iterator[Any]:
-    """Target tensors (familyc.expand.operators.TargetTensor) whose middle one passes `name` before it is
-    computed: by then the writer has written the ones before it."""
-    items = list(items)
-    for index, item in enumerate(items):
-        if index == len(items) // 2:
-            def compute(get: Any, inner: Any = item.compute) -> Any:
-                failpoint(name)
-                return inner(get)
+@dataclass(frozen=True, slots=True)
+class Midway:
+    """A growth step whose middle target tensor passes failpoint `name` before it is computed: by then the
+    writer has written the ones before it."""
 
-            item = dataclasses.replace(item, compute=compute)
-        yield item
+    inner: Recipes
+    name: str
+
+    def source_keys(self) -> dict[str, tuple[int, ...]]:
+        return self.inner.source_keys()
+
+    def targets(self, dtype: torch.dtype) -> Iterator[TensorRecipe]:
+        items = list(self.inner.targets(dtype))
+        for index, item in enumerate(items):
+            if index == len(items) // 2:
+                def compute(get: Getter, inner: TensorRecipe = item) -> torch.Tensor:
+                    failpoint(self.name)
+                    return inner.compute(get)
+
+                item = dataclasses.replace(item, compute=compute)
+            yield item
+
+
+def midway(recipes: Recipes, name: str) -> Midway:
+    return Midway(recipes, name)

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from familyc.execute.rundir import RunDir, all_steps
+from familyc.backend.environment import STAGE_MODULE
+from familyc.execute.rundir import RunDir
 from familyc.files import pid_alive
 from familyc.plan.ir import Plan
+
+PID_FILE = "stage.pid"
 
 
 def stop_orphaned_workers(run: RunDir) -> list[int]:
@@ -41,7 +47,7 @@ def _stage_workers(run: RunDir) -> list[tuple[int, int]]:
     found = []
     for entry in Path("/proc").glob("[0-9]*"):
         argv = _cmdline(int(entry.name))
-        if "familyc.backend.stage" in argv and any(a.startswith(steps) and a.endswith("job.toml") for a in argv):
+        if STAGE_MODULE in argv and any(a.startswith(steps) and a.endswith("job.toml") for a in argv):
             parent = _stat(int(entry.name))
             if parent is not None:
                 found.append((int(entry.name), parent[1]))
@@ -75,14 +81,14 @@ def _running(pid: int) -> bool:
 
 def stale_stage(run: RunDir, plan: Plan) -> str | None:
     """A stage process left running by an apply that was killed alone (its torchrun survived)."""
-    for step in all_steps(plan):
-        pid_file = run.step_dir(step.id) / "stage.pid"
+    for step in plan.all_steps():
+        path = run.step_dir(step.id) / PID_FILE
         try:
-            pid = int(pid_file.read_text())
+            pid = int(path.read_text())
         except (OSError, ValueError):
             continue
         if not _stage_alive(pid):
-            pid_file.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             continue
         return f"{step.id} is still running from an earlier apply (pid {pid})"
     return None
@@ -94,3 +100,24 @@ def _stage_alive(pid: int) -> bool:
     if Path("/proc/self/stat").is_file():
         return _running(pid) and _is_torchrun(_cmdline(pid))
     return pid_alive(pid)
+
+
+@contextmanager
+def pid_file(path: Path, pid: int) -> Iterator[None]:
+    """`path` holds `pid` while the block runs (stale_stage finds a stage a killed apply left running)."""
+    path.write_text(f"{pid}\n")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def stop(process: subprocess.Popen[bytes], *, grace_seconds: float = 30) -> None:
+    """Stop a stage we are abandoning: torchrun forwards SIGTERM to its workers; SIGKILL after the grace."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -1,9 +1,10 @@
-"""The run directory: one plan's artefacts and state. Other commands (report, calibrate, export) read it.
+"""The run directory: one plan's artefacts and state. Other commands (report, calibrate, export, status) read it.
 
     RUN_DIR/
       state.json                   what has been done (familyc.execute.state), written atomically
       plan.json                    the plan being executed, byte for byte
       flavors.json                 the members' sizes for torchtitan (familyc.backend.flavors)
+      inputs.json                  the data and tokenizer the run trains with (familyc.execute.data)
       assets/                      the built-in corpus and tokenizer, when the spec uses them
       steps/<step-id>/             per step: job.toml, stdout.log, metrics.jsonl, dump/ (torchtitan's
                                    checkpoints, kept until the member is safely in members/)
@@ -12,24 +13,31 @@
       baselines/<name>/            the same for members trained from scratch (apply --baselines)
       expansions/<step-id>/        a growth step's output: the next stage's initial weights
                                    (DCP folder and familyc-expansion.json)
+      report/                      what `familyc report` writes (and its evaluation cache)
+
+`open_run_dir` creates or reopens the directory for a plan that is about to run; `open_existing` is
+the one way every other command opens a run that exists.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from familyc.checkpoint.sidecar import SidecarKind
+from familyc.enums import PENDING
 from familyc.errors import FamilycError, PlanError
-from familyc.execute.state import PENDING, RunState, StepState, atomic_write_text, now
+from familyc.execute.state import RunState, StepState, now
+from familyc.files import atomic_write, sha256_file
 from familyc.plan import ir
-from familyc.plan.ir import ExpandStep, Plan, TrainStep
+from familyc.plan.ir import ExpandStep, Plan, Step
 
 STATE_FILE = "state.json"
 PLAN_FILE = "plan.json"
 FLAVORS_FILE = "flavors.json"
-MEMBER_SIDECAR = "familyc-member.json"
 LOCK_FILE = ".lock"
+DATA_POSITION = "data_position.json"
+"""Each rank's position in the data after a stage's last step (in its step folder, then in its member's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +64,18 @@ class RunDir:
     def datasets_cache(self) -> Path:
         return self.root / "assets" / "hf-datasets-cache"
 
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
     def step_dir(self, step_id: str) -> Path:
         return self.root / "steps" / step_id
 
-    def weights(self, step: TrainStep | ExpandStep) -> Path:
+    def weights(self, plan: Plan, step: Step) -> Path:
         """Where a step's output weights live."""
         if isinstance(step, ExpandStep):
             return self.root / "expansions" / step.id
-        if step.id.startswith("baseline-"):
-            return self.root / "baselines" / step.member
-        return self.root / "members" / step.member
+        return self.root / ("baselines" if plan.is_baseline(step) else "members") / step.member
 
     def relative(self, path: Path) -> str:
         return path.resolve().relative_to(self.root.resolve()).as_posix()
@@ -74,9 +84,9 @@ class RunDir:
         return self.state_path.is_file()
 
 
-def all_steps(plan: Plan) -> list[TrainStep | ExpandStep]:
-    """The progressive steps in execution order, then the baseline members."""
-    return list(plan.steps) + [b.train for b in plan.baseline.members]
+def sidecar_kind(step: Step) -> SidecarKind:
+    """The kind of sidecar a step's weights carry."""
+    return "expansion" if isinstance(step, ExpandStep) else "member"
 
 
 def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
@@ -93,18 +103,38 @@ def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
         if run.plan_path.read_text(encoding="utf-8") != plan_text:
             raise PlanError(f"{run.plan_path} differs from plan {plan.plan_id} although state.json names it",
                             hint="the run directory was edited by hand; restore plan.json or start a new run")
-        for step in all_steps(plan):  # a state made before --baselines lacks the baseline steps
+        for step in plan.all_steps():  # a state made before --baselines lacks the baseline steps
             state.steps.setdefault(step.id, StepState(kind=step.kind))
         return run, state
     check_usable(root)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run.plan_path, plan_text)
+    atomic_write(run.plan_path, plan_text)
     state = RunState(path=run.state_path, plan_id=plan.plan_id, family=plan.family.name,
                      spec={"path": plan.spec.path, "sha256": plan.spec.sha256},
-                     steps={s.id: StepState(kind=s.kind, status=PENDING) for s in all_steps(plan)},
+                     steps={s.id: StepState(kind=s.kind, status=PENDING) for s in plan.all_steps()},
                      created_at=now())
     state.save()
     return run, state
+
+
+def open_existing(root: Path) -> tuple[RunDir, Plan, RunState]:
+    """A run directory that `familyc apply` made: its plan and state, checked to belong together."""
+    run = RunDir(root)
+    hint = "give the folder familyc apply trained in (--run-dir; default runs/<family>-<plan id>)"
+    if not root.is_dir():
+        raise FamilycError(f"{root} is not a familyc run directory (no {STATE_FILE}): no such directory", hint=hint)
+    missing = next((p.name for p in (run.state_path, run.plan_path) if not p.is_file()), None)
+    if missing:
+        raise FamilycError(f"{root} is not a familyc run directory (no {missing})", hint=hint)
+    try:
+        plan = ir.loads(run.plan_path.read_text(encoding="utf-8"), source=str(run.plan_path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FamilycError(f"{run.plan_path}: cannot read the run's plan ({exc})") from None
+    state = RunState.load(run.state_path)
+    if plan.plan_id != state.plan_id:
+        raise FamilycError(f"{run.plan_path} is plan {plan.plan_id}, but {run.state_path} belongs to plan "
+                           f"{state.plan_id}", hint="the run directory was edited by hand; restore plan.json")
+    return run, plan, state
 
 
 def check_usable(root: Path) -> None:
@@ -126,7 +156,7 @@ def check_spec_unchanged(plan: Plan, *, plan_file: Path | None) -> str | None:
         candidates.append(plan_file.resolve().parent.parent / plan.spec.path)
     for path in candidates:
         if path.is_file():
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digest = sha256_file(path)
             if digest != plan.spec.sha256:
                 raise PlanError(f"{path} changed since plan {plan.plan_id} was made from it "
                                 f"(sha256 {digest[:12]}, the plan says {plan.spec.sha256[:12]})",

@@ -16,42 +16,26 @@ leaves either the old or the new state, never a torn one.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from familyc.enums import PENDING, STEP_KINDS, STEP_STATUSES, StepKind, StepStatus
 from familyc.errors import FamilycError
+from familyc.files import atomic_write
 
 STATE_SCHEMA_VERSION = 1
-PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
-STATUSES = (PENDING, RUNNING, COMPLETED, FAILED)
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass(kw_only=True, slots=True)
 class StepState:
-    kind: str
-    status: str = PENDING
+    kind: StepKind
+    status: StepStatus = PENDING
     attempts: int = 0
     started_at: str | None = None
     ended_at: str | None = None
@@ -84,7 +68,7 @@ class RunState:
         body = {"schema_version": STATE_SCHEMA_VERSION, "plan_id": self.plan_id, "family": self.family,
                 "spec": self.spec, "created_at": self.created_at,
                 "steps": {k: v.to_data() for k, v in self.steps.items()}}
-        atomic_write_text(self.path, json.dumps(body, indent=2) + "\n")
+        atomic_write(self.path, json.dumps(body, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> RunState:
@@ -101,8 +85,10 @@ class RunState:
         try:
             steps = {}
             for step_id, data in body["steps"].items():
-                if data.get("status") not in STATUSES:
+                if data.get("status") not in STEP_STATUSES:
                     raise ValueError(f"step {step_id}: unknown status {data.get('status')!r}")
+                if data.get("kind") not in STEP_KINDS:
+                    raise ValueError(f"step {step_id}: unknown kind {data.get('kind')!r}")
                 steps[step_id] = StepState(**{k: data.get(k) for k in StepState.__slots__ if k in data})
             return cls(path=path, plan_id=body["plan_id"], family=body["family"], spec=body["spec"], steps=steps,
                        created_at=body["created_at"])

@@ -1,5 +1,10 @@
-"""Growth operators: expand a trained member into the next one.
+"""Growth operators on weights (torch): expand a trained member into the next one.
 
-`familyc.expand.feasibility` is torch-free (validate and plan use it); the operators and the
-checkpoint I/O need torch and are imported only when used.
+    operators.py   every target tensor as a recipe of at most two source tensors (fpi, aki, exact,
+                   zero_insert, stack, interpolate, noise); `expand_state_dict` in memory
+    stream.py      `expand_checkpoint`: the same recipes from a DCP folder into a new one, streamed
+    verify.py      `familyc expand --verify`: both models' logits on the same tokens
+
+What a growth step may do is judged torch-free in familyc.growth; the checkpoint I/O is
+familyc.checkpoint; the models come from familyc.backend.
 """

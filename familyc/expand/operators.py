@@ -1,11 +1,11 @@
 """Growth operators on the weights of torchtitan 0.2.2's Llama 3 model, one target tensor at a time.
 
-Every target tensor is a *recipe*: a function of at most two source tensors. The in-memory API
-(`expand_state_dict`) and the streamed checkpoint expansion (`familyc.expand.checkpoint`) run
-the same recipes, so what the property tests prove about one holds for the other.
+Every target tensor is a *recipe* (familyc.checkpoint.writer.TensorRecipe): a function of at most two
+source tensors. The in-memory API (`expand_state_dict`) and the streamed checkpoint expansion
+(`familyc.expand.stream`) run the same recipes, so what the property tests prove about one holds for the other.
 
 Notation: W[rows, cols] in torch's Linear layout (out_features, in_features); g_dim, g_heads,
-g_kv, g_ffn the index maps (familyc.expand.maps); c(i) the copy count of source unit i.
+g_kv, g_ffn the index maps (familyc.growth.maps); c(i) the copy count of source unit i.
   tok_embeddings [V, D]      = E[:, g_dim]                    (a lookup: no division)
   norms [D]                  = w[g_dim]
   wq [h'hd, D]               = Wq[rows of heads g_heads, g_dim] / c_dim(g_dim)
@@ -15,7 +15,7 @@ g_kv, g_ffn the index maps (familyc.expand.maps); c(i) the copy count of source 
   w2 [D, f']                 = W2[g_dim, g_ffn] / c_ffn(g_ffn)
   output [V, D]              = O[:, g_dim] / c_dim(g_dim)
 Fan-in division makes every copied input contribute its share, so each matrix computes what
-the source computed (exactly, where familyc.expand.feasibility says so).
+the source computed (exactly, where familyc.growth.feasibility says so).
 AKI: the rows of new (non-first) copies in wq, wk, wv, w1 and w3 come from the next source
 block, not the block itself (bert2BERT's advanced knowledge initialisation); the division on the
 reading side is unchanged.
@@ -27,32 +27,19 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import torch
 
 from familyc.backend.keys import model_keys
-from familyc.errors import FamilycError
-from familyc.expand.feasibility import IMPOSSIBLE, assess_growth
-from familyc.expand.maps import IndexMaps, index_maps
+from familyc.checkpoint.writer import Getter, TensorRecipe
+from familyc.enums import IMPOSSIBLE
+from familyc.errors import ExpansionError
+from familyc.growth.feasibility import assess_growth
+from familyc.growth.maps import IndexMaps, index_maps
 from familyc.shape import ModelShape
 
-Getter = Callable[[str], torch.Tensor]
 CHUNK_ROWS = 8192
 """Rows processed at a time when a gather needs a float32 temporary (bounds memory for 128K vocabularies)."""
-
-
-class ExpansionError(FamilycError):
-    """A growth the operators cannot perform, or a source state dict that does not fit the source shape."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TargetTensor:
-    key: str
-    shape: tuple[int, ...]
-    sources: tuple[str, ...]
-    """Source keys the recipe reads (for ordering reads and for error messages)."""
-    compute: Callable[[Getter], torch.Tensor]
 
 
 def _head_rows(head_map: tuple[int, ...], head_dim: int) -> torch.Tensor:
@@ -164,11 +151,11 @@ class Expansion:
         return model_keys(self.dst)
 
     # --- recipes ----------------------------------------------------------------------------
-    def targets(self, dtype: torch.dtype) -> Iterator[TargetTensor]:
+    def targets(self, dtype: torch.dtype) -> Iterator[TensorRecipe]:
         """Every target tensor in the target's key order, each with its recipe (source dtype `dtype`)."""
         for key, shape in self.target_keys().items():
             sources, compute = self._recipe(key, shape, dtype)
-            yield TargetTensor(key=key, shape=shape, sources=sources, compute=self._with_noise(key, sources, compute))
+            yield TensorRecipe(key=key, shape=shape, sources=sources, compute=self._with_noise(key, sources, compute))
 
     def _recipe(self, key: str, shape: tuple[int, ...],
                 dtype: torch.dtype) -> tuple[tuple[str, ...], Callable[[Getter], torch.Tensor]]:

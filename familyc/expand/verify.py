@@ -29,16 +29,13 @@ class VerifyResult:
 def compare_models(source: ModelShape, source_state: dict[str, torch.Tensor], target: ModelShape,
                    target_state: dict[str, torch.Tensor], *, seq_len: int, rope_theta: float, norm_eps: float,
                    num_sequences: int = 4, seed: int = 0) -> VerifyResult:
-    from familyc.backend.model import build_model, forward_logits, model_args
-    from familyc.compiler.derive_shapes import member_plan
+    from familyc.backend.model import build_model, forward_logits, shape_args
 
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, source.vocab_size, (num_sequences, seq_len), generator=generator)
     logits = []
-    for name, shape, state in (("source", source, source_state), ("target", target, target_state)):
-        args = model_args(member_plan(name, shape, seq_len), rope_theta=rope_theta, norm_eps=norm_eps,
-                          seq_len=seq_len)
-        model = build_model(args)
+    for shape, state in ((source, source_state), (target, target_state)):
+        model = build_model(shape_args(shape, rope_theta=rope_theta, norm_eps=norm_eps, seq_len=seq_len))
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         logits.append(forward_logits(model.eval(), tokens))
         del model

@@ -6,15 +6,19 @@ member shows as one step removed and one added.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from familyc import units
-from familyc.plan.ir import Plan, Step, TrainStep, to_data
+from familyc.plan.ir import Plan, Step, TrainStep
+from familyc.records import to_data
 from familyc.render import Document, Table
 
 # The fields of a step worth naming when they change, and how to write them.
-_STEP_FIELDS: tuple[tuple[str, Any], ...] = (
+Format = Callable[[float], str]
+"""How a number is written (familyc.units)."""
+_STEP_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("source", str), ("tokens", units.count), ("num_steps", lambda v: f"{v:,}"), ("batch_tokens", units.count),
     ("local_batch_size", str), ("grad_accum", str), ("devices", str), ("activation_checkpointing", str),
     ("max_lr", units.lr), ("width", str), ("depth", str), ("gqa", str), ("noise", str), ("exactness", str),
@@ -43,12 +47,6 @@ class PlanDiff:
     @property
     def empty(self) -> bool:
         return not (self.settings or self.members or self.steps) and self.old.plan_id == self.new.plan_id
-
-
-def _all_steps(plan: Plan) -> dict[str, Step]:
-    out: dict[str, Step] = {s.id: s for s in plan.steps}
-    out.update({b.train.id: b.train for b in plan.baseline.members})
-    return out
 
 
 def _cost(step: Step | None, name: str) -> float:
@@ -84,7 +82,7 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
             if before.get(key) != value:
                 members.append((name, key, str(before.get(key)), str(value)))
     changes = []
-    old_steps, new_steps = _all_steps(old), _all_steps(new)
+    old_steps, new_steps = ({s.id: s for s in p.all_steps()} for p in (old, new))
     for step_id in dict.fromkeys(list(new_steps) + list(old_steps)):
         before, after = old_steps.get(step_id), new_steps.get(step_id)
         deltas = {f: _cost(after, f) - _cost(before, f) for f in _COST_FIELDS}
@@ -103,11 +101,11 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
     return PlanDiff(old=old, new=new, settings=tuple(_settings(old, new)), members=tuple(members), steps=tuple(changes))
 
 
-def _signed(value: float, fmt: Any) -> str:
+def _signed(value: float, fmt: Format) -> str:
     return ("+" if value > 0 else "") + fmt(value)
 
 
-def _delta_row(name: str, before: float, after: float, fmt: Any) -> tuple[str, ...]:
+def _delta_row(name: str, before: float, after: float, fmt: Format) -> tuple[str, ...]:
     change = after - before
     relative = units.signed_percent(change / before) if before else ("" if not after else "new")
     return (name, fmt(before), fmt(after), _signed(change, fmt), relative)

@@ -10,12 +10,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, Literal
 
-from familyc.errors import PlanError
+from familyc.cost.storage import stage_disk_bytes
+from familyc.enums import (
+    AcceleratorKey,
+    ActivationCheckpointing,
+    BudgetParams,
+    BudgetRule,
+    DataKind,
+    DecayType,
+    DepthOperator,
+    Exactness,
+    GqaMode,
+    OptimizerAfterGrowth,
+    Precision,
+    ProgressiveStages,
+    TokenizerKind,
+    WidthOperator,
+)
+from familyc.errors import PlanError, UsageError
+from familyc.records import from_data, to_data
+from familyc.shape import ModelShape
 
 SCHEMA_VERSION = 1
 PLAN_ID_LENGTH = 16
@@ -52,28 +71,28 @@ class ArchitecturePlan:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DataPlan:
-    kind: str
+    kind: DataKind
     name: str
     config: str | None
     split: str
     heldout_fraction: float
-    progressive_stages: str = "continue"
+    progressive_stages: ProgressiveStages = "continue"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TokenizerPlan:
-    kind: str
+    kind: TokenizerKind
     name: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClusterPlan:
-    accelerator: str
+    accelerator: AcceleratorKey
     accelerator_name: str
     devices: int
     nodes: int
     gpus_per_node: int
-    precision: str
+    precision: Precision
     peak_flops: float
     """Dense peak FLOP/s per device at `precision`."""
     mfu: float
@@ -100,15 +119,15 @@ class TrainingPlan:
     checkpoint_interval: int
     log_interval: int
     seed: int
-    optimizer_after_growth: str
+    optimizer_after_growth: OptimizerAfterGrowth
     """What happens to the optimizer state at a growth step: `fresh` (see README)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetPlan:
-    rule: str
+    rule: BudgetRule
     tokens_per_param: float | None
-    params: str
+    params: BudgetParams
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,14 +149,19 @@ class MemberPlan:
     """With the multiplier below, makes torchtitan 0.2.2's FFN rule produce exactly ffn_dim."""
     torchtitan_ffn_dim_multiplier: float | None
 
+    @property
+    def shape(self) -> ModelShape:
+        """The weight tensors' shape (what the growth operators and the checkpoint checks need)."""
+        return ModelShape(dim=self.dim, n_layers=self.n_layers, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads,
+                          ffn_dim=self.ffn_dim, vocab_size=self.vocab_size)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Schedule:
     """The LR schedule of one stage, in torchtitan 0.2.2's lr_scheduler terms."""
 
     warmup_steps: int
-    decay_type: str
-    """linear, cosine or sqrt."""
+    decay_type: DecayType
     decay_ratio: float | None
     """None: decay starts right after warmup; otherwise the final fraction of steps (WSD)."""
     min_lr_factor: float
@@ -162,7 +186,7 @@ class Memory:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TrainStep:
     id: str
-    kind: str = "train"
+    kind: Literal["train"] = "train"
     member: str
     source: str | None
     """The member this one was grown from (None: from scratch)."""
@@ -183,8 +207,8 @@ class TrainStep:
     devices: int
     nodes: int
     fsdp_degree: int
-    precision: str
-    activation_checkpointing: str
+    precision: Precision
+    activation_checkpointing: ActivationCheckpointing
     max_lr: float
     schedule: Schedule
     memory: Memory
@@ -202,19 +226,20 @@ class TrainStep:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExpandStep:
     id: str
-    kind: str = "expand"
+    kind: Literal["expand"] = "expand"
     member: str
     """The member the expansion produces."""
     source: str
-    width: str
-    depth: str
-    gqa: str
+    """The member it grows (the weights of its progressive train step)."""
+    width: WidthOperator
+    depth: DepthOperator
+    gqa: GqaMode
     noise: float
     seed: int
-    exactness: str
+    exactness: Exactness
     reasons: tuple[str, ...]
     summary: str
-    optimizer_state: str
+    optimizer_state: OptimizerAfterGrowth
     bytes_read: int
     bytes_written: int
     flops: int = 0
@@ -268,7 +293,7 @@ class Totals:
     independent_cost_usd: float
 
 
-Step = Union[TrainStep, ExpandStep]
+Step = TrainStep | ExpandStep
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -292,31 +317,87 @@ class Plan:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     calibration: CalibrationRef | None = None
 
+    # The plan answers its own questions: nothing outside the compiler spells a step id.
     def member(self, name: str) -> MemberPlan:
-        return next(m for m in self.members if m.name == name)
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(f"plan {self.plan_id} has no member {name!r}")
+
+    def shape(self, member: str) -> ModelShape:
+        return self.member(member).shape
+
+    def all_steps(self) -> tuple[Step, ...]:
+        """The progressive steps in execution order, then the independent baseline's train steps."""
+        return self.steps + tuple(b.train for b in self.baseline.members)
 
     def step(self, step_id: str) -> Step:
-        for s in self.steps:
+        for s in self.all_steps():
             if s.id == step_id:
                 return s
-        for b in self.baseline.members:
-            if b.train.id == step_id:
-                return b.train
-        raise KeyError(step_id)
+        raise KeyError(f"plan {self.plan_id} has no step {step_id!r}")
+
+    def train_step(self, member: str, *, baseline: bool = False) -> TrainStep:
+        """The step that trains `member`: its progressive stage, or (baseline) its from-scratch twin."""
+        candidates = (b.train for b in self.baseline.members) if baseline else self.train_steps()
+        for s in candidates:
+            if s.member == member:
+                return s
+        raise KeyError(f"plan {self.plan_id} has no {'baseline' if baseline else 'progressive'} step for {member!r}")
+
+    def train_steps(self) -> Iterator[TrainStep]:
+        """The progressive train steps, in execution order."""
+        return (s for s in self.steps if isinstance(s, TrainStep))
+
+    def expand_steps(self) -> Iterator[ExpandStep]:
+        return (s for s in self.steps if isinstance(s, ExpandStep))
+
+    def is_baseline(self, step: Step) -> bool:
+        """Whether `step` trains a member of the independent family (from scratch, apart from the progressive one)."""
+        return any(b.train.id == step.id for b in self.baseline.members)
+
+    def growth_into(self, member: str) -> ExpandStep | None:
+        """The expand step whose output initialises `member`'s progressive stage (None: trained from scratch)."""
+        return next((s for s in self.expand_steps() if s.member == member), None)
+
+    def disk_bytes(self, step: TrainStep) -> int:
+        """Free disk a training stage needs for its checkpoints (familyc.cost.storage)."""
+        return stage_disk_bytes(self.member(step.member).params)
+
+    def lineage(self, member: str) -> tuple[str, ...]:
+        """The members `member` was grown from, smallest first (empty for the first member)."""
+        out: list[str] = []
+        current = self.train_step(member)
+        while current.source is not None:
+            out.insert(0, current.source)
+            current = self.train_step(current.source)
+        return tuple(out)
+
+    def structure_problems(self) -> list[str]:
+        """What makes the plan's steps not one walk: ids that repeat, references to steps that are not there or
+        not of the right kind or not earlier. Empty for every plan the compiler writes."""
+        found: list[str] = []
+        seen: dict[str, Step] = {}
+        names = {m.name for m in self.members}
+        for s in self.all_steps():
+            if s.id in seen:
+                found.append(f"step id {s.id!r} is used twice")
+            if s.member not in names:
+                found.append(f"{s.id} is about member {s.member!r}, which the plan does not have")
+            if isinstance(s, ExpandStep):
+                trained = [t for t in seen.values() if isinstance(t, TrainStep) and t.member == s.source]
+                if not trained:
+                    found.append(f"{s.id} grows {s.source}, which no earlier step trains")
+            else:
+                for field_name, kind in (("init_from", ExpandStep), ("data_continues_from", TrainStep)):
+                    ref = getattr(s, field_name)
+                    if ref is not None and not isinstance(seen.get(ref), kind):
+                        found.append(f"{s.id}: {field_name} {ref!r} is not an earlier {kind.__name__}")
+            seen.setdefault(s.id, s)
+        return found
 
 
 # --- to and from JSON -------------------------------------------------------------------------
-
-def to_data(obj: Any) -> Any:
-    """Dataclasses to dicts in field order; tuples to lists."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_data(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [to_data(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: to_data(v) for k, v in obj.items()}
-    return obj
-
 
 def _content(plan_data: dict[str, Any]) -> str:
     body = {k: v for k, v in plan_data.items() if k != "plan_id"}
@@ -336,67 +417,15 @@ def dumps(plan: Plan) -> str:
     return json.dumps(to_data(plan), indent=2, ensure_ascii=False) + "\n"
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        if all(dataclasses.is_dataclass(o) for o in options if o is not type(None)):
-            kind = value.get("kind") if isinstance(value, dict) else None
-            for option in options:
-                if dataclasses.is_dataclass(option) and _kind_default(option) == kind:
-                    return _from_data(option, value, where)
-            raise PlanError(f"{where}: unknown step kind {kind!r}")
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(option, value, where)
-            except PlanError:
-                continue
-        raise PlanError(f"{where}: unexpected value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise PlanError(f"{where}: expected a list")
-        inner = typing.get_args(tp)[0]
-        return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _from_data(tp, value, where)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise PlanError(f"{where}: expected a number")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise PlanError(f"{where}: expected a whole number")
-        return value
-    if tp is bool or tp is str:
-        if not isinstance(value, tp):
-            raise PlanError(f"{where}: expected {'true/false' if tp is bool else 'a string'}")
-        return value
-    raise PlanError(f"{where}: unsupported type {tp}")
-
-
-def _kind_default(cls: type) -> str | None:
-    for f in dataclasses.fields(cls):
-        if f.name == "kind":
-            return f.default  # type: ignore[return-value]
-    return None
-
-
-def _from_data(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise PlanError(f"{where}: expected an object")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise PlanError(f"{where}: missing field {f.name!r}")
-        kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
-    return cls(**kwargs)
+def read_plan(path: Path) -> Plan:
+    """A plan file; UsageError when there is none, PlanError when it is not a plan (see `loads`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such plan file", hint="write one with `familyc plan SPEC -o FILE`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{path}: cannot read it as a plan: {exc}") from None
+    return loads(text, source=str(path))
 
 
 def loads(text: str, *, source: str = "plan") -> Plan:
@@ -412,10 +441,14 @@ def loads(text: str, *, source: str = "plan") -> Plan:
     if data["schema_version"] != SCHEMA_VERSION:
         raise PlanError(f"{source}: plan schema_version {data['schema_version']!r} is not {SCHEMA_VERSION}",
                         hint="regenerate it with this familyc: `familyc plan SPEC -o FILE`")
-    plan = _from_data(Plan, data, source)
+    plan = from_data(Plan, data, where=source, error=PlanError)
     expected = compute_plan_id(data)
     if plan.plan_id != expected:
         raise PlanError(f"{source}: plan_id {plan.plan_id} does not match its content ({expected}): "
                         "the file was edited after it was planned",
                         hint="never edit a plan; change the spec and run `familyc plan SPEC -o FILE`")
+    problems = plan.structure_problems()
+    if problems:
+        raise PlanError(f"{source}: not a plan familyc can run: " + "; ".join(problems),
+                        hint="plan files are written by `familyc plan SPEC -o FILE`; regenerate it")
     return plan

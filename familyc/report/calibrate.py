@@ -7,18 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from familyc.cost.calibration import SHAPE_FIELDS, write_profile
+from familyc.enums import COMPLETED
 from familyc.errors import FamilycError
-from familyc.report.collect import open_run
+from familyc.execute.rundir import open_existing
+from familyc.plan.ir import TrainStep
 
 
 def calibrate(run_dir: Path, output: Path) -> dict[str, Any]:
     """Write the profile; return its body. MFU is measured against the accelerator table's peak (for
     cpu, familyc's reference core), so a plan that uses it reproduces the measured throughput."""
-    plan, run, state = open_run(run_dir)
+    _, plan, state = open_existing(run_dir)
     stages = []
-    for step in [*plan.steps, *(b.train for b in plan.baseline.members)]:
+    for step in plan.all_steps():
         st = state.steps.get(step.id)
-        if step.kind != "train" or st is None or st.status != "completed":
+        if not isinstance(step, TrainStep) or st is None or st.status != COMPLETED:
             continue
         m = st.metrics
         if not m.get("train_seconds") or not m.get("flops"):

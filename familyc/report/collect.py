@@ -11,12 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from familyc.enums import COMPLETED, Family, StepKind, StepStatus
 from familyc.errors import FamilycError
 from familyc.execute import metrics as stage_metrics
-from familyc.execute.rundir import RunDir
-from familyc.execute.state import COMPLETED, RunState
-from familyc.plan import ir
-from familyc.plan.ir import ExpandStep, Plan, TrainStep
+from familyc.execute.data import heldout_dir, run_tokenizer_dir
+from familyc.execute.jobs import METRICS_FILE
+from familyc.execute.rundir import RunDir, open_existing
+from familyc.execute.state import RunState
+from familyc.plan.ir import ExpandStep, Plan, Step
+from familyc.report.quality import Evaluator, available_weights
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -24,11 +27,10 @@ REPORT_SCHEMA_VERSION = 1
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StepRow:
     id: str
-    kind: str
+    kind: StepKind
     member: str
-    family: str
-    """progressive or independent."""
-    status: str
+    family: Family
+    status: StepStatus
     tokens_planned: int
     tokens_actual: int | None
     predicted_flops: int
@@ -150,11 +152,11 @@ class RunReport:
         }
 
 
-def _step_row(plan: Plan, run: RunDir, state: RunState, step: TrainStep | ExpandStep, family: str) -> StepRow:
+def _step_row(plan: Plan, run: RunDir, state: RunState, step: Step, family: Family) -> StepRow:
     st = state.steps.get(step.id)
     m = st.metrics if st else {}
     done = st is not None and st.status == COMPLETED
-    status = st.status if st else "pending"
+    status: StepStatus = st.status if st else "pending"
     known_peak = plan.cluster.accelerator != "cpu"
     if isinstance(step, ExpandStep):
         seconds = m.get("wall_seconds") if done else None
@@ -164,7 +166,7 @@ def _step_row(plan: Plan, run: RunDir, state: RunState, step: TrainStep | Expand
                        predicted_tokens_per_second=None, actual_tokens_per_second=None, mfu=None, first_loss=None,
                        final_loss=None, num_flops_per_token=None)
     if not done:  # a stage still running or failed: what its metrics say so far
-        records = stage_metrics.read_records(run.step_dir(step.id) / "metrics.jsonl")
+        records = stage_metrics.read_records(run.step_dir(step.id) / METRICS_FILE)
         summary = stage_metrics.summarize(records, batch_tokens=step.batch_tokens, peak_flops=plan.cluster.peak_flops)
         m = summary.to_data() if summary else {}
     predicted_tps = step.tokens / step.predicted_seconds if step.predicted_seconds else None
@@ -182,38 +184,23 @@ def _curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[float, float]]]:
     """Training loss against the family's cumulative FLOPs: progressive stages continue each other."""
     curves: dict[str, list[tuple[float, float]]] = {}
     offset = 0.0
-    for step in plan.steps:
-        if isinstance(step, TrainStep):
-            records = stage_metrics.read_records(run.step_dir(step.id) / "metrics.jsonl")
-            per_step = step.flops_per_step
-            curves[step.id] = [(offset + r["step"] * per_step, r["loss"]) for r in records
-                               if isinstance(r.get("loss"), int | float)]
-            offset += step.flops
+    for step in plan.train_steps():
+        records = stage_metrics.read_records(run.step_dir(step.id) / METRICS_FILE)
+        per_step = step.flops_per_step
+        curves[step.id] = [(offset + r["step"] * per_step, r["loss"]) for r in records
+                           if isinstance(r.get("loss"), int | float)]
+        offset += step.flops
     for b in plan.baseline.members:
-        records = stage_metrics.read_records(run.step_dir(b.train.id) / "metrics.jsonl")
+        records = stage_metrics.read_records(run.step_dir(b.train.id) / METRICS_FILE)
         if records:
             curves[b.train.id] = [(r["step"] * b.train.flops_per_step, r["loss"]) for r in records
                                   if isinstance(r.get("loss"), int | float)]
     return curves
 
 
-def open_run(run_dir: Path) -> tuple[Plan, RunDir, RunState]:
-    run = RunDir(run_dir)
-    if not run_dir.is_dir():
-        raise FamilycError(f"{run_dir}: no such directory")
-    if not run.is_run_dir() or not run.plan_path.is_file():
-        raise FamilycError(f"{run_dir} is not a familyc run directory (no state.json and plan.json)",
-                           hint="familyc apply creates one; pass its --run-dir")
-    plan = ir.loads(run.plan_path.read_text(encoding="utf-8"), source=str(run.plan_path))
-    state = RunState.load(run.state_path)
-    if state.plan_id != plan.plan_id:
-        raise FamilycError(f"{run.state_path} belongs to plan {state.plan_id}, plan.json is {plan.plan_id}")
-    return plan, run, state
-
-
 def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768) -> RunReport:
     """The report of a run directory; `evaluate=False` skips the held-out evaluation (no torch needed)."""
-    plan, run, state = open_run(run_dir)
+    run, plan, state = open_existing(run_dir)
     steps = [_step_row(plan, run, state, s, "progressive") for s in plan.steps]
     baseline_ran = any(state.steps.get(b.train.id) and state.step(b.train.id).status != "pending"
                        for b in plan.baseline.members)
@@ -229,8 +216,6 @@ def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768) -
 def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_tokens: int,
              missing: list[str]) -> tuple[tuple[MemberQuality, ...], tuple[GrowthQuality, ...], tuple[PairKL, ...],
                                          tuple[PairKL, ...], dict[str, Any]]:
-    from familyc.report.quality import available_weights
-
     weights = available_weights(plan, run, state)
     evaluator = None
     heldout: dict[str, Any] = {}
@@ -239,40 +224,36 @@ def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_to
     if evaluator is None:
         missing.append("held-out evaluation (not run)" if not evaluate else "held-out evaluation (no weights)")
 
-    def loss(step_id: str) -> float | None:
-        return evaluator.loss(weights[step_id]) if evaluator and step_id in weights else None
+    def loss(step: Step) -> float | None:
+        return evaluator.loss(weights[step.id]) if evaluator and step.id in weights else None
 
-    members = tuple(MemberQuality(name=m.name, heldout_loss=loss(f"train-{m.name}"),
-                                  baseline_heldout_loss=loss(f"baseline-{m.name}")) for m in plan.members)
+    def member_loss(name: str, *, baseline: bool = False) -> float | None:
+        return loss(plan.train_step(name, baseline=baseline))
+
+    members = tuple(MemberQuality(name=m.name, heldout_loss=member_loss(m.name),
+                                  baseline_heldout_loss=member_loss(m.name, baseline=True)) for m in plan.members)
     growth = []
-    for step in plan.steps:
-        if isinstance(step, ExpandStep):
-            target_train = plan.step(f"train-{step.member}")
-            first = state.steps.get(target_train.id)
-            growth.append(GrowthQuality(id=step.id, source=step.source, target=step.member, exactness=step.exactness,
-                                        loss_before=loss(f"train-{step.source}"), loss_after=loss(step.id),
-                                        first_train_loss=first.metrics.get("first_loss") if first else None))
+    for step in plan.expand_steps():
+        first = state.steps.get(plan.train_step(step.member).id)
+        growth.append(GrowthQuality(id=step.id, source=step.source, target=step.member, exactness=step.exactness,
+                                    loss_before=member_loss(step.source), loss_after=loss(step),
+                                    first_train_loss=first.metrics.get("first_loss") if first else None))
 
-    def pairs(prefix: str) -> tuple[PairKL, ...]:
+    def pairs(*, baseline: bool) -> tuple[PairKL, ...]:
         out = []
         names = [m.name for m in plan.members]
         for small, large in zip(names, names[1:], strict=False):
-            a, b = f"{prefix}-{small}", f"{prefix}-{large}"
+            a, b = (plan.train_step(n, baseline=baseline).id for n in (small, large))
             if evaluator and a in weights and b in weights:
                 kl_sl, kl_ls = evaluator.kl(weights[a], weights[b])
                 out.append(PairKL(small=small, large=large, kl_small_large=kl_sl, kl_large_small=kl_ls))
         return tuple(out)
 
-    return members, tuple(growth), pairs("train"), pairs("baseline"), heldout
+    return members, tuple(growth), pairs(baseline=False), pairs(baseline=True), heldout
 
 
-def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> tuple[Any, dict[str, Any]]:
-    try:
-        from familyc.execute.data import heldout_dir, run_tokenizer_dir
-        from familyc.report.quality import Evaluator
-    except ImportError as exc:  # the planning-only install has no torch
-        missing.append(f"held-out evaluation (needs the train extra: {exc.name})")
-        return None, {}
+def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> tuple[Evaluator | None,
+                                                                                      dict[str, Any]]:
     folder = heldout_dir(plan, run)
     try:
         tokenizer: Path | None = run_tokenizer_dir(plan, run)
@@ -281,6 +262,10 @@ def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> 
     if folder is None or tokenizer is None:
         missing.append("held-out evaluation (this run's data has no held-out split familyc made)")
         return None, {}
-    evaluator = Evaluator(plan, run, folder, tokenizer, max_tokens=max_tokens)
+    try:
+        evaluator = Evaluator(plan, run, folder, tokenizer, max_tokens=max_tokens)
+    except ImportError as exc:  # the planning-only install has no torch
+        missing.append(f"held-out evaluation (needs the train extra: {exc.name})")
+        return None, {}
     return evaluator, {"path": run.relative(folder), "tokens": evaluator.heldout.tokens,
                        "documents": evaluator.heldout.documents}

@@ -8,22 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from familyc.report.collect import RunReport
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display, the same bytes everywhere
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from familyc.report.collect import RunReport  # noqa: E402
 
 DPI = 110
-_METADATA = {"Software": None}  # no matplotlib version or date in the PNG
+_METADATA: dict[str, str | None] = {"Software": None}  # no matplotlib version or date in the PNG
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt, fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+def _save(fig: Figure, path: Path) -> Path:
     """Write the figure as a reproducible PNG (fixed metadata) and free it."""
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, metadata=_METADATA)
@@ -33,19 +30,20 @@ def _save(plt, fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
 
 def loss_vs_flops(report: RunReport, path: Path) -> Path:
     """The paper's picture: every member's and baseline's training loss against cumulative FLOPs."""
-    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.8))
+    plan = report.plan
     for label, points in report.curves.items():
         if not points:
             continue
         xs, ys = zip(*points, strict=True)
-        baseline = label.startswith("baseline-")
+        step = plan.step(label)
+        baseline = plan.is_baseline(step)
         ax.plot(xs, ys, linestyle="--" if baseline else "-", linewidth=1.2,
-                label=("independent " if baseline else "progressive ") + label.split("-", 1)[1])
+                label=("independent " if baseline else "progressive ") + step.member)
     for member in report.members:
-        step = report.plan.step(f"train-{member.name}")
+        step = plan.train_step(member.name)
         if member.heldout_loss is not None:
-            end = sum(s.flops for s in report.plan.steps[: report.plan.steps.index(step) + 1])
+            end = sum(s.flops for s in plan.steps[: plan.steps.index(step) + 1])
             ax.plot([end], [member.heldout_loss], marker="o", color="black", markersize=4)
     ax.set_xscale("log")
     ax.set_xlabel("cumulative training FLOPs (torchtitan's formula)")
@@ -53,11 +51,10 @@ def loss_vs_flops(report: RunReport, path: Path) -> Path:
     ax.set_title(f"{report.plan.family.name}: progressive vs independent")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def predicted_vs_actual(report: RunReport, path: Path) -> Path:
-    plt = _pyplot()
     rows = [s for s in report.steps if s.kind == "train"]
     fig, ax = plt.subplots(figsize=(8, 4))
     positions = range(len(rows))
@@ -69,11 +66,10 @@ def predicted_vs_actual(report: RunReport, path: Path) -> Path:
     ax.set_ylabel("seconds")
     ax.set_title("predicted vs actual time per stage")
     ax.legend(fontsize=8)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def kl_pairs(report: RunReport, path: Path) -> Path:
-    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [f"{k.small}-{k.large}" for k in report.kl]
     positions = list(range(len(labels)))
@@ -94,7 +90,7 @@ def kl_pairs(report: RunReport, path: Path) -> Path:
     ax.set_ylabel("nats per token (held-out)")
     ax.set_title("KL divergence between adjacent members")
     ax.legend(fontsize=7)
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def write_plots(report: RunReport, folder: Path) -> dict[str, Path]:

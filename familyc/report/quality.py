@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from familyc.execute.rundir import MEMBER_SIDECAR, RunDir
-from familyc.execute.state import COMPLETED, RunState
-from familyc.plan.ir import ExpandStep, Plan, TrainStep
+from familyc.checkpoint.sidecar import SIDECAR_FILES, SidecarKind, sidecar_files
+from familyc.enums import COMPLETED
+from familyc.errors import CheckpointError
+from familyc.execute.rundir import RunDir, sidecar_kind
+from familyc.execute.state import RunState
+from familyc.files import atomic_write
+from familyc.plan.ir import Plan, Step
 
 CACHE_FILE = "quality.json"
 CACHE_VERSION = 1
@@ -28,23 +32,31 @@ class Weights:
     label: str
     member: str
     path: Path
-    sidecar: str
+    kind: SidecarKind
+
+    @property
+    def sidecar_name(self) -> str:
+        return SIDECAR_FILES[self.kind]
 
     def digest(self) -> str:
-        files = json.loads((self.path / self.sidecar).read_text())["files"]
+        """The key of the evaluation cache: the hash of the sidecar's file hashes."""
+        files = sidecar_files(self.path, self.kind)
         return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def weights_of(plan: Plan, run: RunDir, step: Step) -> Weights:
+    return Weights(label=step.id, member=step.member, path=run.weights(plan, step), kind=sidecar_kind(step))
 
 
 def available_weights(plan: Plan, run: RunDir, state: RunState) -> dict[str, Weights]:
     """Completed members, baselines and expansions, by step id."""
     out = {}
-    for step in list(plan.steps) + [b.train for b in plan.baseline.members]:
+    for step in plan.all_steps():
         if state.steps.get(step.id) is None or state.step(step.id).status != COMPLETED:
             continue
-        path = run.weights(step)
-        sidecar = "familyc-expansion.json" if isinstance(step, ExpandStep) else MEMBER_SIDECAR
-        if (path / sidecar).is_file():
-            out[step.id] = Weights(label=step.id, member=step.member, path=path, sidecar=sidecar)
+        weights = weights_of(plan, run, step)
+        if (weights.path / weights.sidecar_name).is_file():
+            out[step.id] = weights
     return out
 
 
@@ -58,7 +70,7 @@ class Evaluator:
         self.plan, self.run = plan, run
         self.heldout = load_heldout(heldout_dir, tokenizer_dir, seq_len=seq_len, max_tokens=max_tokens)
         text_digest = hashlib.sha256(self.heldout.windows.numpy().tobytes()).hexdigest()
-        self.cache_path = run.root / "report" / CACHE_FILE
+        self.cache_path = cache_path(run)
         self.cache: dict[str, Any] = {"version": CACHE_VERSION, "heldout": text_digest, "loss": {}, "kl": {}}
         if self.cache_path.is_file():
             try:
@@ -102,11 +114,18 @@ class Evaluator:
         self._models.pop(label, None)
 
     def _save(self) -> None:
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        self.cache_path.write_text(json.dumps(self.cache, indent=1, sort_keys=True) + "\n")
+        atomic_write(self.cache_path, json.dumps(self.cache, indent=1, sort_keys=True) + "\n")
 
 
-def train_step_of(plan: Plan, member: str, *, baseline: bool) -> TrainStep:
-    step = plan.step(f"{'baseline' if baseline else 'train'}-{member}")
-    assert isinstance(step, TrainStep)
-    return step
+def cache_path(run: RunDir) -> Path:
+    return run.report_dir / CACHE_FILE
+
+
+def cached_heldout_loss(plan: Plan, run: RunDir, step: Step) -> float | None:
+    """The held-out loss `familyc report` measured for these very weights (its cache), None if it did not."""
+    try:
+        cache = json.loads(cache_path(run).read_text(encoding="utf-8"))
+        value = cache["loss"][weights_of(plan, run, step).digest()] if cache.get("version") == CACHE_VERSION else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CheckpointError):
+        return None
+    return float(value) if isinstance(value, int | float) else None

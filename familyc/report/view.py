@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable
 from pathlib import Path
 
 from familyc import units
@@ -11,7 +12,7 @@ from familyc.render import Document, Table
 from familyc.report.collect import RunReport
 
 
-def _maybe(value: float | None, fmt) -> str:  # type: ignore[no-untyped-def]
+def _maybe(value: float | None, fmt: Callable[[float], str]) -> str:
     return "" if value is None else fmt(value)
 
 

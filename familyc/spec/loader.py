@@ -12,7 +12,7 @@ schema sees them, deliberately and in one place:
 - `.inf` and `.nan` are refused: NaN passes every `minimum`/`maximum` check in a schema;
 - dates (`2026-01-01`) stay the text they were written as;
 - `1e9` is *not* a number in YAML 1.1 (its float needs a dot), so it arrives as the string
-  "1e9"; quantity fields accept such strings and `familyc.spec.quantity` parses them;
+  "1e9"; `familyc.spec.numbers` then parses such text in every numeric field, by the schema;
 - merge keys (`<<`) are refused rather than half-supported;
 - aliases are expanded, with a cap on the expanded size (an alias "billion laughs" bomb),
   and nesting depth is capped.
@@ -21,6 +21,7 @@ schema sees them, deliberately and in one place:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,8 @@ def _character(char: str) -> str:
     code = ord(char)
     name = _CONTROL_NAMES.get(code, "a control character")
     return f"U+{code:04X} ({name})"
+Fail = Callable[["Position", str, str, str], SpecError]
+"""Makes the SpecError of one problem at a position: (position, message, hint, code)."""
 _CONSTRUCTOR = yaml.SafeLoader(stream="")  # only its construct_yaml_* scalar methods are used
 
 
@@ -161,6 +164,7 @@ class _Builder:
                              "a spec is plain data: remove the tag")
                 return None
             return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)  # the composer makes only these three kinds of node
         return self._scalar(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: PathT, depth: int) -> dict[str, Any] | None:
@@ -193,7 +197,7 @@ class _Builder:
             self.problem(node, path, "a mapping key must be a plain string, not a list or mapping")
             return None
         if node.tag == f"{_YAML}str":
-            return node.value
+            return str(node.value)
         if node.tag in _ALLOWED_SCALAR_TAGS:
             self.problem(node, path + (node.value,),
                          f"key {node.value!r} is read by YAML as {_TYPE_WORDS[node.tag.removeprefix(_YAML)]}, "
@@ -223,7 +227,7 @@ class _Builder:
         return value
 
 
-def _syntax_error(exc: yaml.MarkedYAMLError, fail: Any) -> SpecError:
+def _syntax_error(exc: yaml.MarkedYAMLError, fail: Fail) -> SpecError:
     """PyYAML's parser messages, located where the problem is and explained."""
     mark = exc.problem_mark or exc.context_mark
     pos = _position(mark) if mark is not None else Position(1, 1)

@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from familyc.enums import (
+    AcceleratorKey,
+    ACChoice,
+    BudgetParams,
+    BudgetRule,
+    DataKind,
+    Decay,
+    DecayType,
+    DepthOperator,
+    LRRule,
+    Precision,
+    ProgressiveStages,
+    TokenizerKind,
+    WidthOperator,
+)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Architecture:
@@ -43,8 +59,8 @@ class GrowthSpec:
     index: int
     source: str
     target: str
-    width: str
-    depth: str
+    width: WidthOperator
+    depth: DepthOperator
     noise: float
     seed: int
     function_preserving: bool
@@ -52,11 +68,11 @@ class GrowthSpec:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BudgetSpec:
-    rule: str
+    rule: BudgetRule
     tokens_per_param: float | None
     largest_tokens: int | None
-    params: str
-    """`total` or `non_embedding`: which count tokens are proportional to."""
+    params: BudgetParams
+    """Which count tokens are proportional to."""
     tokens: dict[str, int] = field(default_factory=dict)
     baseline_tokens: dict[str, int] = field(default_factory=dict)
 
@@ -72,16 +88,16 @@ class PowerLaw:
 class ScheduleSpec:
     warmup_steps: int | None
     warmup_fraction: float | None
-    decay: str
+    decay: Decay
     decay_fraction: float
-    wsd_decay: str
+    wsd_decay: DecayType
     min_lr_factor: float
     restart_warmup: bool
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LRSpec:
-    rule: str
+    rule: LRRule
     value: float | None
     table: dict[str, float]
     power_law: PowerLaw | None
@@ -102,9 +118,9 @@ class TrainingSpec:
     batch_tokens: int
     micro_batch_size: int | None
     """None: pick the largest that fits."""
-    precision: str
+    precision: Precision
     compile: bool
-    activation_checkpointing: str
+    activation_checkpointing: ACChoice
     checkpoint_interval: int
     log_interval: int
     seed: int
@@ -113,27 +129,25 @@ class TrainingSpec:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DatasetSpec:
-    kind: str
-    """builtin, hf or path."""
+    kind: DataKind
     name: str
     """The builtin corpus, the Hugging Face name, or the folder (relative to the spec)."""
     config: str | None
     split: str
     heldout_fraction: float
-    progressive_stages: str
-    """continue or restart (see the schema)."""
+    progressive_stages: ProgressiveStages
+    """See the schema."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TokenizerSpec:
-    kind: str
-    """builtin, hf or path."""
+    kind: TokenizerKind
     name: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClusterSpec:
-    accelerator: str
+    accelerator: AcceleratorKey
     gpus_per_node: int
     nodes: int
     mfu: float

@@ -77,16 +77,3 @@ def parse_number(value: object, *, what: str = "value") -> float:
     if number != number or abs(number) == float("inf"):
         raise ValueError(f"{what} {value!r} is not a finite number")
     return number
-
-
-def format_count(value: float) -> str:
-    """The inverse, for display: 20_000_000_000 -> `20B`, 1_503_238_144 -> `1.50B`, 4096 -> `4,096`."""
-    if abs(value) < 10_000:
-        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
-    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
-        if abs(value) >= scale:
-            scaled = value / scale
-            if scaled == int(scaled):
-                return f"{int(scaled)}{suffix}"
-            return f"{scaled:.2f}{suffix}" if scaled < 100 else f"{scaled:.1f}{suffix}"
-    return f"{value:g}"

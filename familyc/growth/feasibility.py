@@ -25,14 +25,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from familyc.enums import (
+    APPROXIMATE,
+    DEPTH_OPERATORS,
+    EXACT,
+    IMPOSSIBLE,
+    WIDTH_OPERATORS,
+    Exactness,
+    GqaMode,
+)
 from familyc.shape import ModelShape
 
-WIDTH_OPERATORS = ("fpi", "aki", "exact", "none")
-DEPTH_OPERATORS = ("stack", "interpolate", "zero_insert", "none")
-
-EXACT = "exact"
-APPROXIMATE = "approximate"
-IMPOSSIBLE = "impossible"
+__all__ = ["APPROXIMATE", "DEPTH_OPERATORS", "EXACT", "IMPOSSIBLE", "WIDTH_OPERATORS", "GrowthAssessment", "Problem",
+           "assess_growth"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,15 +50,12 @@ class Problem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GrowthAssessment:
-    exactness: str
-    """exact, approximate or impossible."""
+    exactness: Exactness
     problems: tuple[Problem, ...]
     """Why it is impossible (empty otherwise)."""
     reasons: tuple[str, ...]
     """Why it is only approximate (empty when exact or impossible)."""
-    gqa: str
-    """unchanged, keep_kv (query heads per group grow), grow_kv (KV heads grow with their
-    groups), or mixed (both)."""
+    gqa: GqaMode
     summary: str
 
     @property
@@ -61,7 +63,7 @@ class GrowthAssessment:
         return self.exactness != IMPOSSIBLE
 
 
-def _gqa_mode(src: ModelShape, dst: ModelShape) -> str:
+def _gqa_mode(src: ModelShape, dst: ModelShape) -> GqaMode:
     if (src.n_heads, src.n_kv_heads) == (dst.n_heads, dst.n_kv_heads):
         return "unchanged"
     if dst.n_kv_heads == src.n_kv_heads:
@@ -144,6 +146,7 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
     if noise > 0 and not problems:
         reasons.append(f"noise {noise:g} is added to copied weights")
 
+    exactness: Exactness
     if problems:
         exactness = IMPOSSIBLE
         reasons = []

@@ -1,0 +1,108 @@
+"""The contract between `familyc apply` and a stage process: environment variables and exit codes. Torch-free.
+
+A training stage is `torchrun ... -m familyc.backend.stage --job.config_file JOB.toml`, started by
+familyc's local launcher (familyc.execute.launcher) or by an sbatch script (familyc.execute.slurm).
+Everything else a stage needs travels in these variables, spelled here once:
+
+    FAMILYC_FLAVORS      JSON of the members' sizes (familyc.backend.flavors registers them)
+    FAMILYC_METRICS      rank 0 appends one JSON line per logged step there
+    FAMILYC_DATA_START   continue the data stream where the stage that wrote this file stopped
+    FAMILYC_DATA_END     after the last step, write every rank's data position here
+    HF_HUB_OFFLINE, HF_DATASETS_OFFLINE   1 unless the run's data needs the network (a user's setting wins)
+    HF_DATASETS_CACHE    the run's own datasets cache
+    OMP_NUM_THREADS      on a CPU: the cores divided among the node's ranks (a user's setting wins)
+    PYTHONUNBUFFERED     1: the log shows what a dying stage printed last
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGE_MODULE = "familyc.backend.stage"
+FLAVORS_ENV = "FAMILYC_FLAVORS"
+METRICS_ENV = "FAMILYC_METRICS"
+DATA_START_ENV = "FAMILYC_DATA_START"
+DATA_END_ENV = "FAMILYC_DATA_END"
+OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+DATASETS_CACHE_ENV = "HF_DATASETS_CACHE"
+THREADS_ENV = "OMP_NUM_THREADS"
+
+EXIT_CONFIG = 2
+"""The stage could not start: its flavors or its configuration are wrong."""
+EXIT_NONFINITE_LOSS = 3
+"""The loss or the gradient norm was not finite; the stage stopped before the optimizer step."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunEnvironment:
+    """What every stage of a run is told."""
+
+    flavors: Path
+    datasets_cache: Path
+    offline: bool = True
+    """False: the data is a Hugging Face dataset that may need the network."""
+    threads: int | None = None
+    """OMP_NUM_THREADS for CPU ranks; None: leave it to torch."""
+
+    def fixed(self) -> dict[str, str]:
+        """The variables a stage always gets, whatever the launching environment says."""
+        return {FLAVORS_ENV: str(self.flavors.resolve()), DATASETS_CACHE_ENV: str(self.datasets_cache.resolve()),
+                "PYTHONUNBUFFERED": "1"}
+
+    def defaults(self) -> dict[str, str]:
+        """The variables a stage gets unless the user set them."""
+        out = dict.fromkeys(OFFLINE_ENVS, "1") if self.offline else {}
+        if self.threads is not None:
+            out[THREADS_ENV] = str(self.threads)
+        return out
+
+    def shell_exports(self) -> list[str]:
+        """The same as `export` lines of a shell script (the sbatch script's set-up)."""
+        q = shlex.quote
+        lines = [f"export {name}={q(value)}" for name, value in self.fixed().items()]
+        lines += [f"export {name}=${{{name}:-{q(value)}}}" for name, value in self.defaults().items()]
+        return lines
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StageEnvironment:
+    """What one stage is told besides its run's environment."""
+
+    run: RunEnvironment
+    metrics: Path
+    data_end: Path | None = None
+    data_start: Path | None = None
+
+    def own(self) -> dict[str, str]:
+        """This stage's variables (the sbatch script prefixes its srun line with them)."""
+        out = {METRICS_ENV: str(self.metrics.resolve())}
+        if self.data_start is not None:
+            out[DATA_START_ENV] = str(self.data_start.resolve())
+        if self.data_end is not None:
+            out[DATA_END_ENV] = str(self.data_end.resolve())
+        return out
+
+    def apply_to(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """The stage's whole environment, from the launching process's."""
+        env = dict(environ)
+        if not self.run.offline:
+            for name in OFFLINE_ENVS:
+                env.pop(name, None)
+        for name, value in self.run.defaults().items():
+            env.setdefault(name, value)
+        env.update(self.run.fixed())
+        env.update(self.own())
+        return env
+
+    def shell_prefix(self) -> str:
+        """`NAME=value ...` for a command line of a shell script."""
+        return " ".join(f"{name}={shlex.quote(value)}" for name, value in self.own().items())
+
+
+def cpu_threads(nproc_per_node: int) -> int:
+    """One thread per core for each CPU rank: two ranks with two threads each on two cores run 3-7x slower."""
+    return max(1, (os.cpu_count() or 1) // nproc_per_node)

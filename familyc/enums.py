@@ -1,0 +1,83 @@
+"""familyc's enumerated values, typed: operators, rules, kinds and statuses. Torch-free.
+
+Each is a `Literal` type (what the spec model, the plan IR and the run state annotate their fields
+with, so a type checker catches a misspelt value) and a tuple of its values derived from it (what
+code iterates over and error messages list). The JSON Schema of the spec spells the same values
+(tests/test_architecture.py checks that every enum of the schema is a tuple here), and the plan
+and state files store them as the plain strings they are.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# --- growth ------------------------------------------------------------------------------------
+WidthOperator = Literal["fpi", "aki", "exact", "none"]
+DepthOperator = Literal["stack", "interpolate", "zero_insert", "none"]
+Exactness = Literal["exact", "approximate", "impossible"]
+GqaMode = Literal["unchanged", "keep_kv", "grow_kv", "mixed"]
+"""How grouped-query attention grows: keep_kv (more query heads per KV head), grow_kv (KV heads grow
+with their groups), mixed (both)."""
+OptimizerAfterGrowth = Literal["fresh"]
+
+WIDTH_OPERATORS: tuple[WidthOperator, ...] = get_args(WidthOperator)
+DEPTH_OPERATORS: tuple[DepthOperator, ...] = get_args(DepthOperator)
+EXACT: Exactness = "exact"
+APPROXIMATE: Exactness = "approximate"
+IMPOSSIBLE: Exactness = "impossible"
+
+# --- budget and learning rate ------------------------------------------------------------------
+BudgetRule = Literal["paper", "tokens_per_param", "explicit"]
+BudgetParams = Literal["total", "non_embedding"]
+LRRule = Literal["constant", "table", "power_law"]
+Decay = Literal["linear", "cosine", "sqrt", "wsd"]
+DecayType = Literal["linear", "cosine", "sqrt"]
+"""torchtitan's lr_scheduler.decay_type (wsd is a decay ratio with one of these)."""
+
+BUDGET_RULES: tuple[BudgetRule, ...] = get_args(BudgetRule)
+BUDGET_PARAMS: tuple[BudgetParams, ...] = get_args(BudgetParams)
+LR_RULES: tuple[LRRule, ...] = get_args(LRRule)
+DECAYS: tuple[Decay, ...] = get_args(Decay)
+DECAY_TYPES: tuple[DecayType, ...] = get_args(DecayType)
+
+# --- training ----------------------------------------------------------------------------------
+Precision = Literal["bf16", "fp32"]
+ActivationCheckpointing = Literal["none", "selective", "full"]
+ACChoice = Literal["auto", "none", "selective", "full"]
+"""What the spec may ask for: a mode, or auto (the least intrusive that fits)."""
+
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+AC_MODES: tuple[ActivationCheckpointing, ...] = get_args(ActivationCheckpointing)
+AC_CHOICES: tuple[ACChoice, ...] = get_args(ACChoice)
+
+# --- data and tokenizer ------------------------------------------------------------------------
+DataKind = Literal["builtin", "hf", "path"]
+TokenizerKind = Literal["builtin", "hf", "path"]
+ProgressiveStages = Literal["continue", "restart"]
+BuiltinCorpus = Literal["stdlib-docstrings", "stdlib-source"]
+BuiltinTokenizer = Literal["bpe-2048"]
+
+DATA_KINDS: tuple[DataKind, ...] = get_args(DataKind)
+TOKENIZER_KINDS: tuple[TokenizerKind, ...] = get_args(TokenizerKind)
+PROGRESSIVE_STAGES: tuple[ProgressiveStages, ...] = get_args(ProgressiveStages)
+BUILTIN_CORPORA: tuple[BuiltinCorpus, ...] = get_args(BuiltinCorpus)
+BUILTIN_TOKENIZERS: tuple[BuiltinTokenizer, ...] = get_args(BuiltinTokenizer)
+BUILTIN_TOKENIZER_VOCAB: dict[str, int] = {"bpe-2048": 2048}
+"""Vocabulary of the tokenizers familyc trains offline (familyc/data)."""
+
+# --- cluster -----------------------------------------------------------------------------------
+AcceleratorKey = Literal["h100", "h200", "a100", "b200", "mi300x", "cpu"]
+ACCELERATOR_KEYS: tuple[AcceleratorKey, ...] = get_args(AcceleratorKey)
+
+# --- plans and runs ----------------------------------------------------------------------------
+StepKind = Literal["train", "expand"]
+StepStatus = Literal["pending", "running", "completed", "failed"]
+Family = Literal["progressive", "independent"]
+"""Which family a trained member belongs to: grown (progressive) or trained from scratch (independent)."""
+
+STEP_KINDS: tuple[StepKind, ...] = get_args(StepKind)
+STEP_STATUSES: tuple[StepStatus, ...] = get_args(StepStatus)
+PENDING: StepStatus = "pending"
+RUNNING: StepStatus = "running"
+COMPLETED: StepStatus = "completed"
+FAILED: StepStatus = "failed"

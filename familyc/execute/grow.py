@@ -1,0 +1,118 @@
+"""`familyc expand`: grow one member's checkpoint into the next member's initial weights, outside a run.
+
+The growth step is the spec's (its operators, seed and noise), or operators given on the command line;
+the output is the same streamed expansion `familyc apply` writes (familyc.expand.stream), with a sidecar
+that also records the spec and the source folder. `verify` then runs both models on the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from familyc.checkpoint.sidecar import GrowthRecord, Sidecar, SourceRecord
+from familyc.enums import DEPTH_OPERATORS, EXACT, WIDTH_OPERATORS
+from familyc.errors import FamilycError, UsageError
+from familyc.plan.ir import Plan
+from familyc.spec.schema import did_you_mean
+
+T = TypeVar("T", bound=str)
+
+VERIFY_SEQ_LEN = 128
+"""Tokens per sequence of `--verify` (at most the family's seq_len): enough positions for RoPE to matter."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Overrides:
+    """What the command line changes of the spec's growth step (None: the spec's)."""
+
+    width: str | None = None
+    depth: str | None = None
+    seed: int | None = None
+    noise: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Grown:
+    growth: GrowthRecord
+    bytes_written: int
+    seconds: float
+
+
+def check_members(plan: Plan, *names: str) -> None:
+    known = [m.name for m in plan.members]
+    for name in names:
+        if name not in known:
+            guess = did_you_mean(name, known)
+            raise UsageError(f"{plan.spec.path} has no member {name!r}",
+                             hint=f"did you mean {guess!r}?" if guess else "members: " + ", ".join(known))
+
+
+def _choose(value: str | None, allowed: tuple[T, ...], option: str) -> T | None:
+    """The operator named on the command line (None: not given); a UsageError for an unknown one."""
+    for name in allowed:
+        if value == name:
+            return name
+    if value is not None:
+        raise UsageError(f"{option} {value!r} is not one of {', '.join(map(str, allowed))}")
+    return None
+
+
+def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: Overrides) -> Grown:
+    """Grow `src` (source's checkpoint) into `dst` (target's initial weights)."""
+    from familyc.expand.operators import Expansion
+    from familyc.expand.stream import expand_checkpoint
+
+    check_members(plan, source, target)
+    width = _choose(overrides.width, WIDTH_OPERATORS, "--width")
+    depth = _choose(overrides.depth, DEPTH_OPERATORS, "--depth")
+    step = next((s for s in plan.expand_steps() if s.source == source and s.member == target), None)
+    seed, noise = overrides.seed, overrides.noise
+    if step is not None:
+        width, depth = width or step.width, depth or step.depth
+        seed = step.seed if seed is None else seed
+        noise = step.noise if noise is None else noise
+    if width is None or depth is None:
+        grown_from = plan.growth_into(target)
+        raise UsageError(f"the spec does not grow {target} from {source}"
+                         + (f" (it grows it from {grown_from.source})" if grown_from else ""),
+                         hint="pass --width and --depth to expand anyway")
+    expansion = Expansion(plan.shape(source), plan.shape(target), width=width, depth=depth, seed=seed or 0,
+                          noise=noise or 0.0)
+    record = GrowthRecord(width=width, depth=depth, gqa=expansion.assessment.gqa, seed=seed or 0, noise=noise or 0.0,
+                          exactness=expansion.assessment.exactness, reasons=expansion.assessment.reasons)
+    sidecar = Sidecar(kind="expansion", member=target, shape=plan.shape(target), plan_id=plan.plan_id,
+                      step=step.id if step is not None else None, growth=record,
+                      source=SourceRecord(member=source, shape=plan.shape(source), checkpoint=str(src)))
+    written = expand_checkpoint(src, dst, expansion, sidecar=sidecar)
+    return Grown(growth=record, bytes_written=written.bytes_written, seconds=written.seconds)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verified:
+    max_abs_logit_diff: float
+    mean_kl: float
+    tokens: int
+
+
+def verify(plan: Plan, source: str, target: str, src: Path, dst: Path) -> Verified:
+    """Both checkpoints' logits on the same tokens."""
+    from familyc.checkpoint.reader import load_state_dict
+    from familyc.expand.verify import compare_models
+
+    arch = plan.architecture
+    result = compare_models(plan.shape(source), load_state_dict(src), plan.shape(target), load_state_dict(dst),
+                            seq_len=min(arch.seq_len, VERIFY_SEQ_LEN), rope_theta=arch.rope_theta,
+                            norm_eps=arch.norm_eps)
+    return Verified(max_abs_logit_diff=result.max_abs_logit_diff, mean_kl=result.mean_kl, tokens=result.tokens)
+
+
+def require_preserved(source: str, target: str, src: Path, dst: Path, grown: Grown, verified: Verified) -> None:
+    """FamilycError when a step judged exact moved the logits by more than the tolerance."""
+    from familyc.expand.verify import VERIFY_TOLERANCE
+
+    if grown.growth.exactness == EXACT and verified.max_abs_logit_diff > VERIFY_TOLERANCE:
+        raise FamilycError(f"{source} -> {target} is function-preserving but max |delta logit| "
+                           f"{verified.max_abs_logit_diff:.3g} > {VERIFY_TOLERANCE:g}",
+                           hint=f"the checkpoint in {dst} does not match {src}: was it trained with another spec?")

@@ -1,0 +1,96 @@
+"""`familyc apply --node-rank N` (N > 0): a node that trains each stage with node 0, and nothing else.
+
+Node 0 keeps the state, grows the members and promotes them (familyc.execute.executor); the run
+directory is on a file system all nodes share. Here, for every train step in order: skip it when
+node 0 will not train it again (completed, or its member already there), wait for its initial
+weights (node 0 grows them), then join the stage's rendezvous. A failure stops this node with the
+step's error; node 0's state says the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from familyc.checkpoint.sidecar import EXPANSION_SIDECAR
+from familyc.enums import COMPLETED, FAILED
+from familyc.errors import StepError
+from familyc.execute import jobs, members
+from familyc.execute.data import DataInputs
+from familyc.execute.diagnosis import diagnose
+from familyc.execute.executor import DISK_HINT, ApplyOptions, disk_problem, on_metrics, selected_steps
+from familyc.execute.launcher import run_stage, torchrun_argv
+from familyc.execute.progress import Progress, StageProgress
+from familyc.execute.rundir import RunDir
+from familyc.execute.state import RunState
+from familyc.plan.ir import Plan, TrainStep
+
+POLL_SECONDS = 0.5
+
+
+class Worker:
+    def __init__(self, plan: Plan, run: RunDir, options: ApplyOptions, progress: Progress, data: DataInputs) -> None:
+        self.plan, self.run, self.options, self.progress, self.data = plan, run, options, progress, data
+        self.environment = jobs.run_environment(run, data, options.launch)
+
+    def apply(self) -> None:
+        steps = selected_steps(self.plan, self.options)
+        for index, step in enumerate(steps, start=1):
+            if isinstance(step, TrainStep):
+                self.train(step, index, len(steps), sum(s.predicted_seconds for s in steps[index:]))
+
+    def status(self, step_id: str) -> str:
+        """The step's status in node 0's state, read afresh."""
+        return RunState.load(self.run.state_path).step(step_id).status
+
+    def trained_before(self, step: TrainStep) -> bool:
+        """Whether node 0 will not train this stage again. Training it here anyway would wait for node 0 in a
+        rendezvous that never comes."""
+        weights = self.run.weights(self.plan, step)
+        final = members.final_checkpoint(jobs.dump_folder(self.run, step), step)
+        return (self.status(step.id) == COMPLETED or weights.exists() or members.moving(weights).exists()
+                or members.is_complete(final))
+
+    def wait_for_initial_weights(self, step: TrainStep) -> None:
+        expansion = jobs.initial_weights(self.plan, self.run, step)
+        if expansion is None or step.init_from is None:
+            return
+        while not (expansion / EXPANSION_SIDECAR).is_file():
+            if self.status(step.init_from) == FAILED:
+                raise StepError(step.init_from, "failed on node 0", hint="see node 0's output")
+            time.sleep(POLL_SECONDS)
+
+    def train(self, step: TrainStep, index: int, total: int, remaining_predicted: float) -> None:
+        node = self.options.launch.node_rank
+        if self.trained_before(step):
+            self.progress.line(f"[{index}/{total}] {step.id}: done, skipped (node {node})")
+            return
+        self.wait_for_initial_weights(step)
+        problem = disk_problem(self.plan, self.run, step)
+        if problem:
+            raise StepError(step.id, problem, hint=DISK_HINT)
+        stage_dir = self.run.step_dir(step.id)
+        log = stage_dir / jobs.LOG_FILE
+        job = jobs.write_job(self.plan, self.run, step, self.data, compile=self.options.compile)
+        self.progress.stage_started(StageProgress(index=index, total=total, step_id=step.id,
+                                                  num_steps=step.num_steps), remaining_predicted=remaining_predicted)
+        started = time.monotonic()
+        argv = torchrun_argv(self.options.launch, job_toml=job, rdzv_id=f"{self.plan.plan_id}-{step.id}")
+        code = run_stage(argv + list(self.options.extra_stage_args),
+                         jobs.stage_environment(self.plan, self.run, step, self.environment), log=log,
+                         cwd=self.run.root, pid_path=None,  # node 0's pid only: another node's means nothing there
+                         on_record=on_metrics(self.progress))
+        wall = time.monotonic() - started
+        if code != 0 and not members.is_complete(members.final_checkpoint(jobs.dump_folder(self.run, step), step)):
+            message, hint = diagnose(log, code)
+            raise StepError(step.id, message, log=str(log), hint=hint)
+        self.progress.stage_finished(actual_seconds=wall, predicted_seconds=step.predicted_seconds,
+                                     summary=f"trained in {wall:.1f}s (node {node})")
+
+
+def wait_for_run_dir(root: Path) -> RunDir:
+    """Node 0 creates the run directory; the other nodes wait for it."""
+    run = RunDir(root)
+    while not run.is_run_dir():
+        time.sleep(POLL_SECONDS)
+    return run
