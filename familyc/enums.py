@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 # --- growth ------------------------------------------------------------------------------------
-WidthOperator = Literal["fpi", "aki", "exact", "none"]
+WidthOperator = Literal["fpi", "aki", "exact", "split", "paired", "zero", "none"]
 DepthOperator = Literal["stack", "interpolate", "zero_insert", "none"]
 Exactness = Literal["exact", "approximate", "impossible"]
 GqaMode = Literal["unchanged", "keep_kv", "grow_kv", "mixed"]

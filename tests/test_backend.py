@@ -88,10 +88,10 @@ def test_build_model_is_seeded_and_forward_logits_shapes() -> None:
 def test_model_args_refuse_an_ffn_torchtitan_would_not_build() -> None:
     member = dataclasses.replace(PLAN.member("xs"), torchtitan_multiple_of=256)
     with pytest.raises(PlanError, match="ffn_dim 192"):
-        model_args(member, rope_theta=1e4, norm_eps=1e-5, seq_len=256)
+        model_args(member, rope_theta=1e4, seq_len=256)
     member = dataclasses.replace(PLAN.member("xs"), head_dim=32)
     with pytest.raises(PlanError, match="head_dim"):
-        model_args(member, rope_theta=1e4, norm_eps=1e-5, seq_len=256)
+        model_args(member, rope_theta=1e4, seq_len=256)
 
 
 def test_register_flavor_and_the_flavors_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -41,12 +41,19 @@ from familyc.backend.job import final_checkpoint, job_config_toml  # noqa: E402
 from familyc.backend.keys import model_keys  # noqa: E402
 from familyc.backend.model import build_model, forward_logits, plan_model_args  # noqa: E402
 from familyc.backend.stage import EXIT_NONFINITE_LOSS  # noqa: E402
+from familyc.compiler import compile_document, load_document  # noqa: E402
 from familyc.data import ensure_builtin_assets  # noqa: E402
-from familyc.plan.ir import loads  # noqa: E402
+from familyc.plan.ir import Plan, SpecRef, loads  # noqa: E402
 from familyc.shape import ModelShape  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = loads((ROOT / "plans" / "tiny.plan.json").read_text())
+ZERO_SPEC = (ROOT / "specs" / "tiny.yaml").read_text().replace(
+    "{from: s,  to: m, width: exact, depth: none,        noise: 0.05}", "{from: s,  to: m, width: zero, depth: none}")
+assert "width: zero" in ZERO_SPEC
+ZERO_PLAN = compile_document(load_document(ZERO_SPEC.encode(), "tiny-zero.yaml"), SpecRef(path="tiny-zero.yaml",
+                                                                                          sha256=""))
+"""The tiny family with its width step made by the zero operator: m's norm eps is half of s's."""
 XS_STEPS = 6
 RUN_TIMEOUT = 240
 
@@ -73,7 +80,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("backend")
     assets = ensure_builtin_assets(base / "assets")
     flavors = write_flavors(base / "flavors.json",
-                            {f"familyc-{m.name}": plan_model_args(PLAN, m.name) for m in PLAN.members})
+                            {**{f"familyc-{m.name}": plan_model_args(PLAN, m.name) for m in PLAN.members},
+                             "familyc-m-zero": plan_model_args(ZERO_PLAN, "m")})
     proc_env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
                 "HF_DATASETS_CACHE": str(base / "hf_datasets"), "FAMILYC_FLAVORS": str(flavors),
                 "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
@@ -81,14 +89,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def run_stage(env: dict[str, Any], out: Path, member: str, *, steps: int, nproc: int, compile: bool = False,
-              init_from: Path | None = None, extra: tuple[str, ...] = ("--metrics.log_freq", "1")) -> Run:
+              init_from: Path | None = None, extra: tuple[str, ...] = ("--metrics.log_freq", "1"),
+              plan: Plan = PLAN, flavor: str | None = None) -> Run:
     out.mkdir(parents=True, exist_ok=True)
-    step = dataclasses.replace(PLAN.step(f"train-{member}"), num_steps=steps)
+    step = dataclasses.replace(plan.train_step(member), num_steps=steps)
     assets = env["assets"]
     toml = out / "job.toml"
-    toml.write_text(job_config_toml(step, PLAN.member(member), PLAN, dump_folder=out / "dump",
+    toml.write_text(job_config_toml(step, plan.member(member), plan, dump_folder=out / "dump",
                                     dataset_path=assets.train_dir, tokenizer_path=assets.tokenizer_dir,
-                                    flavor=f"familyc-{member}", compile=compile, init_from=init_from,
+                                    flavor=flavor or f"familyc-{member}", compile=compile, init_from=init_from,
                                     checkpoint_interval=1000, seed=0))
     stage = ["-m", "familyc.backend.stage", "--job.config_file", str(toml), *extra]
     launcher = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] if nproc > 1 else [])
@@ -210,6 +219,30 @@ def test_grown_members_start_with_the_loss_of_the_member_they_grew_from(
         assert first == pytest.approx(expected, abs=1e-5), (target, first, expected)
         assert run.metrics[0]["num_flops_per_token"] == PLAN.member(target).flops_per_token
         source, source_dump, source_steps = target, run.dump, 2
+
+
+def test_a_zero_grown_member_starts_with_the_loss_of_its_source_at_its_own_norm_eps(
+        env: dict[str, Any], xs_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zero width operator (64 -> 128 with zero-output new channels, heads and units) through torchtitan:
+    the stage of m trains with the plan's per-member eps (1e-5 x 64/128) and starts at xs's loss."""
+    assert xs_run.returncode == 0, "the xs run failed"
+    assert ZERO_PLAN.member("m").norm_eps == pytest.approx(5e-6) and ZERO_PLAN.member("s").norm_eps == 1e-5
+    assert plan_model_args(ZERO_PLAN, "m").norm_eps == ZERO_PLAN.member("m").norm_eps  # the flavour m trains as
+    spec = tmp_path / "tiny-zero.yaml"
+    spec.write_text(ZERO_SPEC)
+    expanded = tmp_path / "m-initial"
+    proc = subprocess.run([sys.executable, "-m", "familyc", "expand", str(spec), "xs", "m", "--src",
+                           str(final_checkpoint(xs_run.dump, XS_STEPS)), "--dst", str(expanded), "--width", "zero",
+                           "--depth", "zero_insert", "--verify"], capture_output=True, text=True, timeout=RUN_TIMEOUT,
+                          cwd=ROOT)
+    assert proc.returncode == 0 and "(zero + zero_insert, exact)" in proc.stdout, proc.stdout + proc.stderr
+    assert "note:" not in proc.stderr  # xs -> m by zero needs exactly the plan's eps for m
+    expected = first_global_batch_loss(env, read_dcp(final_checkpoint(xs_run.dump, XS_STEPS)), "xs", ranks=2,
+                                       monkeypatch=monkeypatch)
+    run = run_stage(env, tmp_path / "m", "m", steps=2, nproc=2, init_from=expanded, plan=ZERO_PLAN,
+                    flavor="familyc-m-zero")
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.metrics[0]["loss"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_a_compiled_run_matches_the_eager_run(env: dict[str, Any], xs_run: Run, tmp_path: Path) -> None:

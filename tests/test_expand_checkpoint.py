@@ -46,6 +46,7 @@ S = ModelShape(dim=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=192, vocab_s
 M = ModelShape(dim=128, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=384, vocab_size=256)
 ODD = ModelShape(dim=96, n_layers=3, n_heads=6, n_kv_heads=3, ffn_dim=250, vocab_size=256)
 L = ModelShape(dim=128, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=384, vocab_size=256)
+ODD_DEEP = ModelShape(dim=144, n_layers=4, n_heads=9, n_kv_heads=3, ffn_dim=250, vocab_size=256)
 
 
 def sidecar(member: str = "test", shape: ModelShape = XS) -> Sidecar:
@@ -60,6 +61,9 @@ CASES = {
     "fpi_uneven+zero_insert": (XS, ODD, dict(width="fpi", depth="zero_insert", seed=3)),
     "aki+stack": (XS, L, dict(width="aki", depth="stack", seed=1)),
     "fpi+interpolate+noise": (XS, L, dict(width="fpi", depth="interpolate", noise=0.05, seed=2)),
+    "zero_uneven+zero_insert": (XS, ODD, dict(width="zero", depth="zero_insert", seed=4)),
+    "paired+zero_insert": (XS, L, dict(width="paired", depth="zero_insert", seed=5)),
+    "split_uneven": (S, ODD_DEEP, dict(width="split", depth="none", seed=6)),
 }
 
 

@@ -77,6 +77,17 @@ def test_operators_can_be_overridden_and_a_false_exact_claim_fails_verify(xs: Pa
     assert kl > 0
 
 
+def test_a_width_growth_the_spec_does_not_plan_is_verified_at_the_eps_it_needs(xs: Path, tmp_path: Path) -> None:
+    """xs -> m with the zero operator (the tiny spec grows m from s with exact copies): exact, but only at the
+    halved norm eps the wider stream needs, which verify uses and a note names."""
+    code, output = invoke("xs", "m", "--src", str(xs), "--dst", str(tmp_path / "m"), "--width", "zero",
+                          "--depth", "zero_insert", "--verify")
+    assert code == 0, output
+    assert "(zero + zero_insert, exact)" in output
+    assert "note: these weights compute xs's function with norm eps 5e-06; the plan's m has 1e-05" in output
+    assert float(output.split("max |delta logit| = ")[1].split(",")[0]) <= 1e-4
+
+
 def test_refusals_name_the_file_and_exit_1(xs: Path, tmp_path: Path) -> None:
     existing = tmp_path / "exists"
     existing.mkdir()

@@ -4,6 +4,7 @@ steps are not one walk or whose enumerated values are not familyc's, even with a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,3 +89,40 @@ def test_an_enumerated_value_outside_familycs_is_refused(change: Any, where: str
 def test_step_kinds_are_told_apart_on_load() -> None:
     assert isinstance(PLAN.step("train-s"), TrainStep) and isinstance(PLAN.step("expand-xs-s"), ExpandStep)
     assert ir.dumps(PLAN) == TEXT
+
+
+def test_a_version_1_plan_is_still_read_with_every_member_at_the_architectures_eps() -> None:
+    """Run directories made by familyc 0.1 (plan schema 1, no per-member norm eps) can still be reported on."""
+    v1 = (REPO / "tests" / "fixtures" / "plans" / "tiny.v1.plan.json").read_text()
+    old = ir.loads(v1, source="tiny.v1.plan.json")
+    assert old.schema_version == 1 and old.plan_id == json.loads(v1)["plan_id"]
+    assert {m.norm_eps for m in old.members} == {old.architecture.norm_eps}
+    assert [m.name for m in old.members] == [m.name for m in PLAN.members]
+    with pytest.raises(PlanError, match="does not match its content"):  # an edit is still caught
+        ir.loads(v1.replace('"seed": 0', '"seed": 1', 1), source="tiny.v1.plan.json")
+
+
+def test_a_plan_of_an_unknown_version_is_refused() -> None:
+    data = json.loads(TEXT)
+    data["schema_version"] = 99
+    with pytest.raises(PlanError, match="plan schema_version 99 is not 2"):
+        ir.loads(json.dumps(data))
+
+
+def test_an_old_run_resumes_with_its_version_1_plan_and_a_new_run_needs_version_2(tmp_path: Path) -> None:
+    from familyc.execute.rundir import RunDir, open_run_dir
+    from familyc.execute.state import RunState, StepState
+
+    v1_text = (REPO / "tests" / "fixtures" / "plans" / "tiny.v1.plan.json").read_text()
+    v1 = ir.loads(v1_text)
+    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 2"):
+        open_run_dir(tmp_path / "new", v1)
+    old = tmp_path / "old"  # as familyc 0.1 left it
+    old.mkdir()
+    (old / "plan.json").write_text(v1_text)
+    RunState(path=RunDir(old).state_path, plan_id=v1.plan_id, family=v1.family.name, spec={},
+             steps={s.id: StepState(kind=s.kind) for s in v1.all_steps()}, created_at="then").save()
+    run, state = open_run_dir(old, v1)
+    assert state.plan_id == v1.plan_id and (old / "plan.json").read_text() == v1_text  # untouched
+    with pytest.raises(PlanError, match="made by plan"):
+        open_run_dir(old, PLAN)

@@ -80,7 +80,7 @@ CASES = {
         ("reference_lr: 3.0e-3", "reference_lr: 3e-3"),      # positiveNumber
     ],
     "llama_1b_8b.yaml": [
-        ("noise: 0.05}", "noise: 5e-2}"),
+        ("rope_theta: 500000", "rope_theta: 5e5"),           # number (a positiveNumber)
         ("mfu: 0.40", "mfu: 4e-1"),
         ("min_lr_factor: 0.1", "min_lr_factor: 1e-1"),
         ("warmup_steps: 2000", "warmup_steps: 2e3"),
@@ -102,9 +102,9 @@ def test_e_notation_compiles_to_the_plain_plan(name: str, tmp_path: Path) -> Non
 def test_the_numbers_get_their_kind(tmp_path: Path) -> None:
     text = respelled(ROOT / "specs" / "llama_1b_8b.yaml", CASES["llama_1b_8b.yaml"])
     raw = yaml.safe_load(text)
-    assert raw["growth"][1]["noise"] == "5e-2" and raw["lr"]["schedule"]["warmup_steps"] == "2e3"  # YAML 1.1
+    assert raw["architecture"]["rope_theta"] == "5e5" and raw["lr"]["schedule"]["warmup_steps"] == "2e3"  # YAML 1.1
     data = load_document(text.encode(), "spec.yaml").data
-    assert data["growth"][1]["noise"] == 0.05 and type(data["growth"][1]["noise"]) is float
+    assert data["architecture"]["rope_theta"] == 500000.0 and type(data["architecture"]["rope_theta"]) is float
     assert data["cluster"]["mfu"] == 0.4
     assert data["lr"]["schedule"]["min_lr_factor"] == 0.1
     assert data["lr"]["schedule"]["warmup_steps"] == 2000 and type(data["lr"]["schedule"]["warmup_steps"]) is int

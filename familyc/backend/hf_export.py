@@ -353,7 +353,7 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
         files["generation_config.json"] = _write_json(tmp / "generation_config.json", generation)
         files["README.md"] = write_synced(tmp / "README.md", model_card(plan, member_name, facts, dtype=dtype).encode())
         sidecar = Sidecar(kind="export", member=member_name, shape=member.shape, plan_id=plan.plan_id, step=facts.step,
-                          dtype=dtype, source=source,
+                          dtype=dtype, norm_eps=member.norm_eps, source=source,
                           export=ExportRecord(family=plan.family.name, baseline=facts.baseline,
                                               rope_scaling=config["rope_scaling"]))
         write_sidecar(tmp, sidecar, files)

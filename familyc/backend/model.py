@@ -29,8 +29,8 @@ ATTN_MASK_TYPE = "causal"
 _BUILTIN_FLAVORS = frozenset(llama3_args)
 
 
-def model_args(member: MemberPlan, *, rope_theta: float, norm_eps: float, seq_len: int) -> TransformerModelArgs:
-    """torchtitan's arguments for one member: exactly its shape, at `seq_len` tokens of RoPE."""
+def model_args(member: MemberPlan, *, rope_theta: float, seq_len: int) -> TransformerModelArgs:
+    """torchtitan's arguments for one member: exactly its shape and norm eps, at `seq_len` tokens of RoPE."""
     if member.dim % member.n_heads or member.dim // member.n_heads != member.head_dim:
         raise PlanError(f"member {member.name}: head_dim {member.head_dim} is not dim / n_heads "
                         f"({member.dim} / {member.n_heads}); torchtitan 0.2.2 derives it that way")
@@ -40,7 +40,7 @@ def model_args(member: MemberPlan, *, rope_theta: float, norm_eps: float, seq_le
                         f"{member.ffn_dim} (multiple_of {member.torchtitan_multiple_of}, "
                         f"ffn_dim_multiplier {member.torchtitan_ffn_dim_multiplier})")
     return _args(member.shape, member.torchtitan_multiple_of, member.torchtitan_ffn_dim_multiplier,
-                 rope_theta=rope_theta, norm_eps=norm_eps, seq_len=seq_len)
+                 rope_theta=rope_theta, norm_eps=member.norm_eps, seq_len=seq_len)
 
 
 def shape_args(shape: ModelShape, *, rope_theta: float, norm_eps: float, seq_len: int) -> TransformerModelArgs:
@@ -64,7 +64,7 @@ def plan_model_args(plan: Plan, member_name: str) -> TransformerModelArgs:
     """`model_args` with the plan's architecture and the member's sequence length."""
     member = plan.member(member_name)
     arch = plan.architecture
-    return model_args(member, rope_theta=arch.rope_theta, norm_eps=arch.norm_eps, seq_len=member.seq_len)
+    return model_args(member, rope_theta=arch.rope_theta, seq_len=member.seq_len)
 
 
 def register_flavor(name: str, args: TransformerModelArgs) -> None:

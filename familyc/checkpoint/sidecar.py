@@ -87,6 +87,8 @@ class Sidecar:
     step: str | None = None
     """The plan step that wrote the weights."""
     dtype: str | None = None
+    norm_eps: float | None = None
+    """The RMSNorm eps the weights compute their function with (the growth operators may rescale it)."""
     source: SourceRecord | None = None
     growth: GrowthRecord | None = None
     init_from: str | None = None

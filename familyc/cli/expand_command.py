@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from familyc import units
-from familyc.cli.app import app, command, out, require_train_extra
+from familyc.cli.app import app, command, err, out, require_train_extra
 
 
 @app.command()
@@ -35,8 +35,12 @@ def expand(
     g = grown.growth
     out().print(f"expanded {source} -> {target} ({g.width} + {g.depth}, {g.exactness}): "
                 f"{units.gib(grown.bytes_written)} in {grown.seconds:.1f}s -> {dst}", markup=False)
+    if grown.norm_eps != grown.planned_norm_eps:
+        err().print(f"note: these weights compute {source}'s function with norm eps {grown.norm_eps:.6g}; the plan's "
+                    f"{target} has {grown.planned_norm_eps:.6g} (its spec grows it with other operators)",
+                    style="yellow", markup=False)
     if verify:
-        result = compare(plan, source, target, src, dst)
+        result = compare(plan, source, target, src, dst, grown)
         out().print(f"verify {source} -> {target}: max |delta logit| = {result.max_abs_logit_diff:.3g}, "
                     f"mean KL(source || target) = {result.mean_kl:.3g} nats over {result.tokens} tokens",
                     markup=False)

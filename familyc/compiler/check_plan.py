@@ -4,8 +4,8 @@ Needs: `plan`. Errors (SpecError, located at the cluster or training key to chan
 that does not fit in device memory even with full activation checkpointing and one sequence
 per micro-batch. Warnings (kept in the plan, shown by `plan` and `show`): stages so short
 that the estimate is mostly start-up, activation checkpointing that slows a stage, growth
-steps that are only approximately function-preserving, and width growth without noise (its
-copies never diverge: measured on the CPU benchmark, BENCHMARKS.md).
+steps that are only approximately function-preserving, and width growth by a copying operator without
+noise (its copies never diverge: measured on the CPU benchmark, BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import replace
 from familyc import units
 from familyc.compiler.state import Compilation
 from familyc.errors import Diagnostic, SpecError
+from familyc.growth.feasibility import BREAKING
 from familyc.plan.ir import ExpandStep, MemberPlan, TrainStep
 
 MIN_USEFUL_STEPS = 10
@@ -52,12 +53,14 @@ def check_plan(c: Compilation) -> Compilation:
         elif isinstance(step, ExpandStep):
             if step.exactness != "exact":
                 warnings.append(f"{step.id}: approximate, {'; '.join(step.reasons)}")
-            if step.noise == 0 and _widens(plan.member(step.source), plan.member(step.member)):
+            if step.noise == 0 and step.width not in BREAKING and _widens(plan.member(step.source),
+                                                                          plan.member(step.member)):
                 warnings.append(
                     f"{step.id}: grows the width by copying units with noise 0: copies receive identical gradients "
-                    "and stay identical in training (every width operator copies the residual channels), so the "
-                    "new width adds no capacity; set this growth step's noise > 0 so they can diverge (the step "
-                    "becomes approximate; BENCHMARKS.md measures how fast they do)")
+                    f"and stay identical in training ({step.width} copies every unit it adds), so the new width adds "
+                    "no capacity; use width zero, split or paired (exact, and nothing stays symmetric), or set this "
+                    "growth step's noise > 0 (the step becomes approximate; BENCHMARKS.md measures how slowly its "
+                    "copies diverge)")
     if problems:
         raise SpecError(problems)
     return replace(c, plan=replace(plan, warnings=tuple(dict.fromkeys(warnings))))

@@ -38,6 +38,10 @@ class Grown:
     growth: GrowthRecord
     bytes_written: int
     seconds: float
+    norm_eps: float
+    """The RMSNorm eps the grown weights compute the source's function with (the source's, times the step's scale)."""
+    planned_norm_eps: float
+    """The target member's eps in the plan: another when the operators were overridden."""
 
 
 def check_members(plan: Plan, *names: str) -> None:
@@ -82,11 +86,13 @@ def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: 
                           noise=noise or 0.0)
     record = GrowthRecord(width=width, depth=depth, gqa=expansion.assessment.gqa, seed=seed or 0, noise=noise or 0.0,
                           exactness=expansion.assessment.exactness, reasons=expansion.assessment.reasons)
+    norm_eps = plan.member(source).norm_eps * expansion.assessment.norm_eps_scale
     sidecar = Sidecar(kind="expansion", member=target, shape=plan.shape(target), plan_id=plan.plan_id,
-                      step=step.id if step is not None else None, growth=record,
+                      step=step.id if step is not None else None, norm_eps=norm_eps, growth=record,
                       source=SourceRecord(member=source, shape=plan.shape(source), checkpoint=str(src)))
     written = expand_checkpoint(src, dst, expansion, sidecar=sidecar)
-    return Grown(growth=record, bytes_written=written.bytes_written, seconds=written.seconds)
+    return Grown(growth=record, bytes_written=written.bytes_written, seconds=written.seconds,
+                 norm_eps=norm_eps, planned_norm_eps=plan.member(target).norm_eps)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,15 +102,15 @@ class Verified:
     tokens: int
 
 
-def verify(plan: Plan, source: str, target: str, src: Path, dst: Path) -> Verified:
-    """Both checkpoints' logits on the same tokens."""
+def verify(plan: Plan, source: str, target: str, src: Path, dst: Path, grown: Grown) -> Verified:
+    """Both checkpoints' logits on the same tokens, the target at the norm eps its growth step implies."""
     from familyc.checkpoint.reader import load_state_dict
     from familyc.expand.verify import compare_models
 
     arch = plan.architecture
     result = compare_models(plan.shape(source), load_state_dict(src), plan.shape(target), load_state_dict(dst),
                             seq_len=min(arch.seq_len, VERIFY_SEQ_LEN), rope_theta=arch.rope_theta,
-                            norm_eps=arch.norm_eps)
+                            source_eps=plan.member(source).norm_eps, target_eps=grown.norm_eps)
     return Verified(max_abs_logit_diff=result.max_abs_logit_diff, mean_kl=result.mean_kl, tokens=result.tokens)
 
 

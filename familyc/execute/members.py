@@ -47,7 +47,7 @@ def moving(weights: Path) -> Path:
 def expansion_sidecar(plan: Plan, step: ExpandStep) -> Sidecar:
     """The sidecar of an expand step's output (its files are added as they are written)."""
     return Sidecar(kind="expansion", member=step.member, shape=plan.shape(step.member), plan_id=plan.plan_id,
-                   step=step.id, growth=growth_record(step))
+                   step=step.id, norm_eps=plan.member(step.member).norm_eps, growth=growth_record(step))
 
 
 def growth_record(step: ExpandStep) -> GrowthRecord:
@@ -66,7 +66,8 @@ def promote(plan: Plan, step: TrainStep, final: Path, weights: Path, *, data_pos
         shutil.copyfile(data_position, staging / data_position.name)
     files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != MEMBER_SIDECAR}
     sidecar = Sidecar(kind="member", member=step.member, shape=plan.shape(step.member), plan_id=plan.plan_id,
-                      step=step.id, dtype=MEMBER_DTYPE, init_from=step.init_from)
+                      step=step.id, dtype=MEMBER_DTYPE, norm_eps=plan.member(step.member).norm_eps,
+                      init_from=step.init_from)
     written = write_sidecar(staging, sidecar, files)
     os.rename(staging, weights)
     return written

@@ -92,7 +92,6 @@ def sidecar_kind(step: Step) -> SidecarKind:
 def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
     """Create the run directory for `plan`, or reopen it; refuse one made by another plan."""
     run = RunDir(root)
-    plan_text = ir.dumps(plan)
     if run.is_run_dir():
         state = RunState.load(run.state_path)
         if state.plan_id != plan.plan_id:
@@ -100,15 +99,20 @@ def open_run_dir(root: Path, plan: Plan) -> tuple[RunDir, RunState]:
                             f"(family {state.family})",
                             hint="use another --run-dir for a new plan, or apply the plan it was made by "
                                  f"({run.plan_path})")
-        if run.plan_path.read_text(encoding="utf-8") != plan_text:
-            raise PlanError(f"{run.plan_path} differs from plan {plan.plan_id} although state.json names it",
-                            hint="the run directory was edited by hand; restore plan.json or start a new run")
+        recorded = ir.read_plan(run.plan_path)  # refuses a plan.json edited by hand (its plan_id)
+        if recorded.plan_id != plan.plan_id:
+            raise PlanError(f"{run.plan_path} is plan {recorded.plan_id}, not {plan.plan_id}, although state.json "
+                            "names it", hint="the run directory was edited by hand; restore plan.json or start a "
+                                             "new run")
         for step in plan.all_steps():  # a state made before --baselines lacks the baseline steps
             state.steps.setdefault(step.id, StepState(kind=step.kind))
         return run, state
+    if plan.schema_version != ir.SCHEMA_VERSION:  # read for old runs, never the start of a new one
+        raise PlanError(f"plan {plan.plan_id} is of schema version {plan.schema_version}; a new run starts from a "
+                        f"plan of version {ir.SCHEMA_VERSION}", hint=f"re-plan: familyc plan {plan.spec.path} -o FILE")
     check_usable(root)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write(run.plan_path, plan_text)
+    atomic_write(run.plan_path, ir.dumps(plan))
     state = RunState(path=run.state_path, plan_id=plan.plan_id, family=plan.family.name,
                      spec={"path": plan.spec.path, "sha256": plan.spec.sha256},
                      steps={s.id: StepState(kind=s.kind, status=PENDING) for s in plan.all_steps()},

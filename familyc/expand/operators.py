@@ -21,6 +21,8 @@ block, not the block itself (bert2BERT's advanced knowledge initialisation); the
 reading side is unchanged.
 zero_insert: a new block copies the block before it with wo and w2 zero.
 noise > 0: each copied weight matrix gets N(0, (noise x std of its source)^2), seeded per tensor.
+split, paired, zero: the symmetry-breaking operators, whose recipes are familyc.expand.breaking's (the
+layer map and zero_insert are shared).
 """
 
 from __future__ import annotations
@@ -34,12 +36,10 @@ from familyc.backend.keys import model_keys
 from familyc.checkpoint.writer import Getter, TensorRecipe
 from familyc.enums import IMPOSSIBLE
 from familyc.errors import ExpansionError
-from familyc.growth.feasibility import assess_growth
+from familyc.expand.breaking import CHUNK_ROWS, BreakingRecipes
+from familyc.growth.feasibility import BREAKING, assess_growth
 from familyc.growth.maps import IndexMaps, index_maps
 from familyc.shape import ModelShape
-
-CHUNK_ROWS = 8192
-"""Rows processed at a time when a gather needs a float32 temporary (bounds memory for 128K vocabularies)."""
 
 
 def _head_rows(head_map: tuple[int, ...], head_dim: int) -> torch.Tensor:
@@ -126,7 +126,11 @@ class Expansion:
         self.src, self.dst = src, dst
         self.width, self.depth, self.seed, self.noise = width, depth, seed, noise
         self.assessment = result
-        self.maps: IndexMaps = index_maps(src, dst, depth=depth, seed=seed)
+        self.maps: IndexMaps = index_maps(src, dst, depth=depth, seed=seed, width=width)
+        self._breaking = BreakingRecipes(src, dst, self.maps, width=width, seed=seed,
+                                         norm_scale=result.norm_eps_scale) if width in BREAKING else None
+        if self._breaking is not None:
+            return
         m = self.maps
         dim = torch.tensor(m.dim, dtype=torch.long)
         ffn = torch.tensor(m.ffn, dtype=torch.long)
@@ -159,23 +163,21 @@ class Expansion:
 
     def _recipe(self, key: str, shape: tuple[int, ...],
                 dtype: torch.dtype) -> tuple[tuple[str, ...], Callable[[Getter], torch.Tensor]]:
-        dim, scale = self._dim, self._dim_scale
-        if key == "tok_embeddings.weight":
-            return (key,), lambda get: _gather(get(key), None, dim)
-        if key == "output.weight":
-            return (key,), lambda get: _gather(get(key), None, dim, scale)
-        if key == "norm.weight":
-            return (key,), lambda get: _gather(get(key), dim, None)
+        if not key.startswith("layers."):
+            return self._breaking.recipe(key, key) if self._breaking is not None else self._outer(key)
         _, index, rest = key.split(".", 2)
         source = self.maps.layers[int(index)]
         src_key = f"layers.{source.source}.{rest}"
         following = min(source.source + 1, self.src.n_layers - 1)
         next_key = f"layers.{following}.{rest}"
         aki = self.width == "aki" and following != source.source
-        if rest.endswith("_norm.weight"):
-            return (src_key,), lambda get: _gather(get(src_key), dim, None)
         if rest in ("attention.wo.weight", "feed_forward.w2.weight") and source.zero_output:
             return (), lambda get: torch.zeros(shape, dtype=dtype)
+        if self._breaking is not None:
+            return self._breaking.recipe(key, src_key)
+        dim, scale = self._dim, self._dim_scale
+        if rest.endswith("_norm.weight"):
+            return (src_key,), lambda get: _gather(get(src_key), dim, None)
         if rest == "attention.wo.weight":
             return (src_key,), lambda get: _gather(get(src_key), dim, self._q_rows, self._q_scale)
         if rest == "feed_forward.w2.weight":
@@ -200,6 +202,15 @@ class Expansion:
             return out
 
         return (src_key, next_key), aki_rows
+
+    def _outer(self, key: str) -> tuple[tuple[str, ...], Callable[[Getter], torch.Tensor]]:
+        """The embedding, the final norm and the output head (the copying operators)."""
+        dim, scale = self._dim, self._dim_scale
+        if key == "tok_embeddings.weight":
+            return (key,), lambda get: _gather(get(key), None, dim)
+        if key == "output.weight":
+            return (key,), lambda get: _gather(get(key), None, dim, scale)
+        return (key,), lambda get: _gather(get(key), dim, None)  # norm.weight
 
     def _with_noise(self, key: str, sources: tuple[str, ...],
                     compute: Callable[[Getter], torch.Tensor]) -> Callable[[Getter], torch.Tensor]:

@@ -27,15 +27,16 @@ class VerifyResult:
 
 
 def compare_models(source: ModelShape, source_state: dict[str, torch.Tensor], target: ModelShape,
-                   target_state: dict[str, torch.Tensor], *, seq_len: int, rope_theta: float, norm_eps: float,
+                   target_state: dict[str, torch.Tensor], *, seq_len: int, rope_theta: float,
+                   source_eps: float, target_eps: float,
                    num_sequences: int = 4, seed: int = 0) -> VerifyResult:
     from familyc.backend.model import build_model, forward_logits, shape_args
 
     generator = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, source.vocab_size, (num_sequences, seq_len), generator=generator)
     logits = []
-    for shape, state in ((source, source_state), (target, target_state)):
-        model = build_model(shape_args(shape, rope_theta=rope_theta, norm_eps=norm_eps, seq_len=seq_len))
+    for shape, state, eps in ((source, source_state, source_eps), (target, target_state, target_eps)):
+        model = build_model(shape_args(shape, rope_theta=rope_theta, norm_eps=eps, seq_len=seq_len))
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
         logits.append(forward_logits(model.eval(), tokens))
         del model

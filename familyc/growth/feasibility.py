@@ -19,6 +19,21 @@ The reasoning, per part of the Llama 3 block (see ../shared/notes/method.md):
 - Depth: zero_insert adds blocks whose wo and w2 are zero, so each adds nothing to the
   residual stream: exact. stack and interpolate copy whole blocks: a different function.
 - Noise added to break the symmetry of copies makes any step approximate.
+
+Copies get identical gradients and stay identical in training: the copying operators above add
+width that never learns apart (measured: BENCHMARKS.md). Three operators break the symmetry and
+stay exact for any wider shape (../shared/notes/growth.md). Each copies every residual channel,
+FFN unit and head k = floor(new / old) times and makes the remainder NEW, initialised to add
+nothing: new residual channels get zero writers and random readers, new FFN units and heads random
+writers and zero readers. The stream's RMS then shrinks by sqrt(k old / new), which the norm
+weights and the member's norm eps absorb exactly (`norm_eps_scale`):
+- split (LEMON): the readers of the k copies of a unit take unequal shares of the original, summing
+  to one; the writers' gradients scale with the shares, so the copies diverge;
+- paired (HyperCloning): the readers of the copies take 1/k of the original plus perturbations that
+  cancel across the copies;
+- zero (MSG / LLaMA Pro for width): no copies at all (k = 1): every new unit is NEW.
+Old query heads must keep a KV head that is theirs or a copy (zero copies none: at least as many
+query heads per KV head as the source).
 """
 
 from __future__ import annotations
@@ -34,7 +49,11 @@ from familyc.enums import (
     Exactness,
     GqaMode,
 )
+from familyc.growth.maps import width_rounds
 from familyc.shape import ModelShape
+
+BREAKING = ("split", "paired", "zero")
+"""Width operators that break the symmetry of copies and stay exact for any wider shape (see the module docstring)."""
 
 __all__ = ["APPROXIMATE", "DEPTH_OPERATORS", "EXACT", "IMPOSSIBLE", "WIDTH_OPERATORS", "GrowthAssessment", "Problem",
            "assess_growth"]
@@ -57,6 +76,8 @@ class GrowthAssessment:
     """Why it is only approximate (empty when exact or impossible)."""
     gqa: GqaMode
     summary: str
+    norm_eps_scale: float = 1.0
+    """The grown member's RMSNorm eps over the source's (see `norm_eps_scale`)."""
 
     @property
     def possible(self) -> bool:
@@ -102,7 +123,7 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
                      f"{dst.n_heads}/{dst.n_kv_heads} ({gqa}), ffn {src.ffn_dim}->{dst.ffn_dim}")
         if width == "none":
             problems.append(Problem(field="width", message="the width changes but the width operator is none",
-                                    hint="use fpi, aki or exact"))
+                                    hint="use zero, split or paired (exact for any wider shape), fpi, aki or exact"))
         if dst.head_dim != src.head_dim:
             problems.append(Problem(
                 field="n_heads",
@@ -111,13 +132,14 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
                 hint=f"keep head_dim {src.head_dim}: set n_heads to dim / {src.head_dim}"
                      + (f" = {dst.dim // src.head_dim}" if dst.dim % src.head_dim == 0 else "")))
         elif dst.n_kv_heads >= src.n_kv_heads and dst.n_heads >= src.n_heads:
-            fewest_copies = dst.n_kv_heads // src.n_kv_heads
+            fewest_copies = 1 if width == "zero" else dst.n_kv_heads // src.n_kv_heads  # zero copies no KV head
             if fewest_copies * dst.n_rep < src.n_rep:
                 problems.append(Problem(
                     field="n_kv_heads",
                     message=f"with {dst.n_kv_heads} KV heads of {dst.n_rep} query heads each, some of the "
                             f"{src.n_rep} query heads per group of the source would be dropped",
-                    hint="keep at least as many query heads per KV head, or grow KV heads by a whole multiple"))
+                    hint="keep at least as many query heads per KV head" + (
+                        "" if width == "zero" else ", or grow KV heads by a whole multiple")))
         if width == "exact" and not problems:
             uneven = [f"{name} {getattr(src, name)}->{getattr(dst, name)}" for name in ("dim", "ffn_dim")
                       if getattr(dst, name) % getattr(src, name)]
@@ -129,7 +151,7 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
                                         "whole multiples: " + ", ".join(uneven),
                                         hint="use fpi for other ratios (approximate when dim is not a multiple)"))
         if not problems:
-            if dst.dim % src.dim:
+            if dst.dim % src.dim and width not in BREAKING:
                 reasons.append(f"dim {src.dim}->{dst.dim} is not a whole multiple: channels copied unevenly "
                                "change the RMS that RMSNorm sees")
             if width == "aki" and (dst.ffn_dim != src.ffn_dim or dst.n_heads != src.n_heads):
@@ -154,4 +176,16 @@ def assess_growth(src: ModelShape, dst: ModelShape, *, width: str, depth: str, n
         exactness = APPROXIMATE if reasons else EXACT
     summary = "; ".join(parts) if parts else "no growth"
     return GrowthAssessment(exactness=exactness, problems=tuple(problems), reasons=tuple(reasons), gqa=gqa,
-                            summary=summary)
+                            summary=summary, norm_eps_scale=norm_eps_scale(src, dst, width))
+
+
+def norm_eps_scale(src: ModelShape, dst: ModelShape, width: str) -> float:
+    """The factor on the grown member's RMSNorm eps that keeps the function (1 for the copying operators).
+
+    The symmetry-breaking operators copy each residual channel k times (zero: once) and leave the other
+    dst.dim - k src.dim channels at zero, so mean(x^2) over the wider stream is k src.dim / dst.dim of the
+    source's. RMSNorm divides by sqrt(mean(x^2) + eps): with eps scaled by the same factor, and the norm
+    weights by its square root, every old channel's output is the source's (familyc.expand.breaking)."""
+    if width not in BREAKING:
+        return 1.0
+    return width_rounds(width, src.dim, dst.dim) * src.dim / dst.dim

@@ -12,6 +12,10 @@ drawn in rounds, each round a seeded permutation of the source units (bert2BERT 
 units at random). Drawing whole rounds before repeating a unit makes the copy counts as even
 as they can be: with a whole-multiple growth every unit is copied exactly k times, which is
 what RMSNorm needs for the function to be preserved exactly.
+
+The symmetry-breaking operators (split, paired, zero; familyc.growth.feasibility) copy every unit
+the same number of whole rounds only, k = floor(new / old) (zero: k = 1, no copies at all), and
+leave the rest NEW: a unit that copies nothing, initialised to add nothing to the function.
 """
 
 from __future__ import annotations
@@ -20,6 +24,24 @@ import random
 from dataclasses import dataclass
 
 from familyc.shape import ModelShape
+
+NEW = -1
+"""In a map: a target unit that copies no source unit (a new unit, initialised to output zero)."""
+COPYING = ("fpi", "aki", "exact", "none")
+"""Width operators whose maps copy units for every new one (bert2BERT's rounds)."""
+
+
+def rounds_map(old: int, new: int, rounds: int, rng: random.Random) -> tuple[int, ...]:
+    """Identity for the first `old` units, then `rounds - 1` seeded permutation rounds of copies, then NEW."""
+    if new < old or old < 1 or not 1 <= rounds <= max(1, new // old):
+        raise ValueError(f"cannot grow {old} units into {new} in {rounds} rounds")
+    copies = grow_map(old, rounds * old, rng)
+    return copies + (NEW,) * (new - rounds * old)
+
+
+def width_rounds(width: str, old: int, new: int) -> int:
+    """How many copies of every unit a symmetry-breaking width operator makes (the rest are NEW)."""
+    return 1 if width == "zero" else max(1, new // old)
 
 
 def grow_map(old: int, new: int, rng: random.Random) -> tuple[int, ...]:
@@ -35,10 +57,11 @@ def grow_map(old: int, new: int, rng: random.Random) -> tuple[int, ...]:
 
 
 def counts(index_map: tuple[int, ...], old: int) -> tuple[int, ...]:
-    """How many target units copy each source unit."""
+    """How many target units copy each source unit (NEW units copy none)."""
     out = [0] * old
     for i in index_map:
-        out[i] += 1
+        if i != NEW:
+            out[i] += 1
     return tuple(out)
 
 
@@ -86,6 +109,25 @@ def _head_map(src: ModelShape, dst: ModelShape, kv_map: tuple[int, ...], rng: ra
     return tuple(out)
 
 
+def _breaking_head_map(src: ModelShape, dst: ModelShape, kv_map: tuple[int, ...], width: str,
+                       rng: random.Random) -> tuple[int, ...]:
+    """Target query head -> source query head or NEW, for the symmetry-breaking operators.
+
+    As `_head_map`, but each source group's heads fill only whole rounds of the slots it receives (one
+    round for zero), the rest are NEW; a target group whose KV head is NEW holds only NEW heads."""
+    slots: dict[int, list[tuple[int, int]]] = {}
+    for g, source_group in enumerate(kv_map):
+        slots.setdefault(source_group, []).extend((g, r) for r in range(dst.n_rep))
+    out = [NEW] * dst.n_heads
+    for source_group, places in slots.items():
+        if source_group == NEW:
+            continue
+        rounds = width_rounds(width, src.n_rep, len(places))
+        for (g, r), pick in zip(places, rounds_map(src.n_rep, len(places), rounds, rng), strict=True):
+            out[g * dst.n_rep + r] = NEW if pick == NEW else source_group * src.n_rep + pick
+    return tuple(out)
+
+
 def _layer_map(src_layers: int, dst_layers: int, depth: str) -> tuple[LayerSource, ...]:
     if dst_layers == src_layers:
         return tuple(LayerSource(source=i, zero_output=False) for i in range(src_layers))
@@ -110,11 +152,21 @@ def _layer_map(src_layers: int, dst_layers: int, depth: str) -> tuple[LayerSourc
     raise ValueError(f"depth operator {depth!r} cannot change {src_layers} layers into {dst_layers}")
 
 
-def index_maps(src: ModelShape, dst: ModelShape, *, depth: str, seed: int) -> IndexMaps:
+def index_maps(src: ModelShape, dst: ModelShape, *, depth: str, seed: int, width: str = "fpi") -> IndexMaps:
     """The maps of one growth step; deterministic for a seed. Assumes the step is feasible."""
     rng = random.Random(seed)
-    dim = grow_map(src.dim, dst.dim, rng)
-    kv = grow_map(src.n_kv_heads, dst.n_kv_heads, rng)
-    heads = _head_map(src, dst, kv, rng)
-    ffn = grow_map(src.ffn_dim, dst.ffn_dim, rng)
-    return IndexMaps(dim=dim, kv=kv, heads=heads, ffn=ffn, layers=_layer_map(src.n_layers, dst.n_layers, depth))
+    layers = _layer_map(src.n_layers, dst.n_layers, depth)
+    if width in COPYING:
+        dim = grow_map(src.dim, dst.dim, rng)
+        kv = grow_map(src.n_kv_heads, dst.n_kv_heads, rng)
+        heads = _head_map(src, dst, kv, rng)
+        ffn = grow_map(src.ffn_dim, dst.ffn_dim, rng)
+        return IndexMaps(dim=dim, kv=kv, heads=heads, ffn=ffn, layers=layers)
+
+    def rounds(old: int, new: int) -> tuple[int, ...]:
+        return rounds_map(old, new, width_rounds(width, old, new), rng)
+
+    dim = rounds(src.dim, dst.dim)
+    kv = rounds(src.n_kv_heads, dst.n_kv_heads)
+    heads = _breaking_head_map(src, dst, kv, width, rng)
+    return IndexMaps(dim=dim, kv=kv, heads=heads, ffn=rounds(src.ffn_dim, dst.ffn_dim), layers=layers)

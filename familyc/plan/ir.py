@@ -36,7 +36,9 @@ from familyc.errors import PlanError, UsageError
 from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
+(every member at the architecture's eps) are still read: `loads` fills it in."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -141,6 +143,9 @@ class MemberPlan:
     ffn_dim: int
     vocab_size: int
     seq_len: int
+    norm_eps: float
+    """The RMSNorm eps of this member: the architecture's, times the scale of every growth that made it
+    (familyc.growth.feasibility.norm_eps_scale; 1 for the copying operators)."""
     params: int
     embedding_params: int
     non_embedding_params: int
@@ -428,6 +433,19 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
+
+
+def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
+    """A version-1 plan as version 2: every member at the architecture's norm eps, which is what version 1 ran.
+    The schema_version stays 1, so its plan_id and its bytes stay what they were."""
+    if data.get("schema_version") != 1 or not isinstance(data.get("members"), list):
+        return data
+    eps = data.get("architecture", {}).get("norm_eps") if isinstance(data.get("architecture"), dict) else None
+    members = [{**m, "norm_eps": eps} if isinstance(m, dict) and "norm_eps" not in m else m for m in data["members"]]
+    return {**data, "members": members}
+
+
 def loads(text: str, *, source: str = "plan") -> Plan:
     """Read a plan file; raise PlanError if it is not one, is of another schema version, or was edited."""
     try:
@@ -438,11 +456,11 @@ def loads(text: str, *, source: str = "plan") -> Plan:
     if not isinstance(data, dict) or "schema_version" not in data:
         raise PlanError(f"{source}: not a familyc plan (no schema_version)",
                         hint="plan files are written by `familyc plan SPEC -o FILE`")
-    if data["schema_version"] != SCHEMA_VERSION:
+    if data["schema_version"] not in READABLE_VERSIONS:
         raise PlanError(f"{source}: plan schema_version {data['schema_version']!r} is not {SCHEMA_VERSION}",
                         hint="regenerate it with this familyc: `familyc plan SPEC -o FILE`")
-    plan = from_data(Plan, data, where=source, error=PlanError)
-    expected = compute_plan_id(data)
+    expected = compute_plan_id(data)  # of the bytes as written, before any upgrade
+    plan = from_data(Plan, _upgraded(data), where=source, error=PlanError)
     if plan.plan_id != expected:
         raise PlanError(f"{source}: plan_id {plan.plan_id} does not match its content ({expected}): "
                         "the file was edited after it was planned",

@@ -48,11 +48,13 @@ def plan_document(plan: Plan) -> Document:
     )
     members = Table(
         title="Members",
-        headers=("member", "params", "non-embedding", "dim", "layers", "heads/kv", "head_dim", "ffn", "FLOPs/token"),
+        headers=("member", "params", "non-embedding", "dim", "layers", "heads/kv", "head_dim", "ffn", "norm eps",
+                 "FLOPs/token"),
         rows=tuple((m.name, units.count(m.params), units.count(m.non_embedding_params), str(m.dim), str(m.n_layers),
-                    f"{m.n_heads}/{m.n_kv_heads}", str(m.head_dim), str(m.ffn_dim), units.flops(m.flops_per_token))
+                    f"{m.n_heads}/{m.n_kv_heads}", str(m.head_dim), str(m.ffn_dim), f"{m.norm_eps:.3g}",
+                    units.flops(m.flops_per_token))
                    for m in plan.members),
-        right=frozenset({1, 2, 3, 4, 6, 7, 8}),
+        right=frozenset({1, 2, 3, 4, 6, 7, 8, 9}),
     )
     rows = []
     for i, step in enumerate(plan.steps, start=1):
