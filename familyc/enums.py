@@ -19,6 +19,8 @@ GqaMode = Literal["unchanged", "keep_kv", "grow_kv", "mixed"]
 """How grouped-query attention grows: keep_kv (more query heads per KV head), grow_kv (KV heads grow
 with their groups), mixed (both)."""
 OptimizerAfterGrowth = Literal["fresh"]
+WarmupAfterGrowth = Literal["schedule", "none", "steps", "fraction"]
+"""The warmup of a grown member's stage: the family's schedule (and restart_warmup), none, N steps, a fraction."""
 
 WIDTH_OPERATORS: tuple[WidthOperator, ...] = get_args(WidthOperator)
 DEPTH_OPERATORS: tuple[DepthOperator, ...] = get_args(DepthOperator)

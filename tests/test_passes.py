@@ -209,6 +209,37 @@ def test_lowering_schedules(write_spec: WriteSpec) -> None:
     assert any("warmup of 45 steps is longer" in w for w in state.warnings)
 
 
+def test_a_growth_steps_lr_policy_sets_its_stages_warmup_and_peak_only(write_spec: WriteSpec) -> None:
+    """growth[].lr: no warmup and half the peak after s -> m; 3 warmup steps after m -> l; the first stage, the
+    other stages and every baseline keep the family's schedule and their size's peak."""
+    data = tiny_data()
+    data["growth"][1]["lr"] = {"warmup": "none", "peak_factor": "5e-1"}  # e-notation reaches nested fields too
+    data["growth"][2]["lr"] = {"warmup": {"steps": 3}}
+    plain = run_until(write_spec(tiny_data(), "plain.yaml"), "lower_to_cluster")
+    state = run_until(write_spec(data), "lower_to_cluster")
+    train = {s.member: s for s in state.steps if isinstance(s, TrainStep)}
+    before = {s.member: s for s in plain.steps if isinstance(s, TrainStep)}
+    assert (train["m"].schedule.warmup_steps, train["m"].max_lr) == (0, before["m"].max_lr * 0.5)
+    assert (train["l"].schedule.warmup_steps, train["l"].max_lr) == (3, before["l"].max_lr)
+    assert train["s"] == before["s"] and train["xs"] == before["xs"]
+    assert [b.train for b in state.baseline] == [b.train for b in plain.baseline]
+    grown = {s.member: s.lr_after for s in state.steps if isinstance(s, ExpandStep)}
+    assert (grown["m"].warmup, grown["m"].peak_factor) == ("none", 0.5)
+    assert (grown["l"].warmup, grown["l"].warmup_value, grown["s"].warmup) == ("steps", 3.0, "schedule")
+    data["growth"][2]["lr"] = {"warmup": {"fraction": 0.5}}
+    state = run_until(write_spec(data), "lower_to_cluster")
+    l_stage = next(s for s in state.steps if isinstance(s, TrainStep) and s.member == "l")
+    assert l_stage.schedule.warmup_steps == round(0.5 * l_stage.num_steps)
+
+
+def test_an_absurd_peak_factor_is_refused_at_its_key(write_spec: WriteSpec) -> None:
+    data = mutated(tiny_data(), **{"growth.1.lr": {"peak_factor": 20}})
+    with pytest.raises(SpecError) as info:
+        run_until(write_spec(data), "check_spec")
+    (problem,) = info.value.diagnostics
+    assert problem.path == "$.growth[1].lr.peak_factor" and "above 10" in problem.message
+
+
 # --- attach_costs --------------------------------------------------------------------------------
 
 def test_costs_follow_the_formulas(write_spec: WriteSpec) -> None:

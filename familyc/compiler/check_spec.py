@@ -25,6 +25,8 @@ MAX_TOKENS = 10**16
 """Ten quadrillion tokens: about 300x the largest published pretraining runs (3.6e13)."""
 MAX_BATCH_TOKENS = 10**9
 MAX_LR = 1.0
+MAX_PEAK_FACTOR = 10.0
+"""A grown stage's peak over its member's: LEMON-style policies keep it at or below 1; 10 x is surely a slip."""
 
 
 class _Checker:
@@ -194,6 +196,12 @@ class _Checker:
             if value is not None and value > MAX_LR:
                 self.error(path, f"a peak learning rate of {value:g} is above {MAX_LR:g}",
                            "typical values: 1e-4 to 3e-3")
+        for g in self.spec.growth:
+            if g.lr.peak_factor > MAX_PEAK_FACTOR:
+                self.error(("growth", g.index, "lr", "peak_factor"),
+                           f"a peak factor of {g.lr.peak_factor:g} after growing {g.source} -> {g.target} is above "
+                           f"{MAX_PEAK_FACTOR:g}", "the grown stage's peak LR is peak_factor x the member's; "
+                           "typical values are 0.25 to 1")
         s = lr.schedule
         if s.warmup_steps is not None and s.warmup_fraction is not None:
             self.error(("lr", "schedule", "warmup_fraction"), "give warmup_steps or warmup_fraction, not both",

@@ -11,8 +11,9 @@ with costs still zero. Per train step:
 - the micro-batch and activation checkpointing are the least intrusive that fit in memory:
   no checkpointing at the largest micro-batch that fits; only when even one sequence does
   not fit, selective, then full (unless the spec fixes either);
-- the LR schedule: warmup (steps, or a fraction of the stage), restarted after growth only
-  when the spec says so, then the decay;
+- the LR schedule: warmup (steps, or a fraction of the stage), then the decay; after a growth the
+  warmup and the peak follow the growth step's lr policy (growth[].lr: warmup none / steps / fraction,
+  peak_factor), else lr.schedule (restarted only when restart_warmup);
 - the data: with data.progressive_stages = continue, each progressive stage starts reading where
   the one before it stopped (so the family sees no text twice while the corpus lasts).
 """
@@ -28,7 +29,7 @@ from familyc.cost.params import count_params
 from familyc.cost.storage import member_checkpoint_bytes
 from familyc.enums import AC_MODES, ActivationCheckpointing
 from familyc.growth.feasibility import assess_growth
-from familyc.plan.ir import BaselineMember, ExpandStep, MemberPlan, Memory, Schedule, TrainStep
+from familyc.plan.ir import BaselineMember, ExpandStep, LRAfterGrowth, MemberPlan, Memory, Schedule, TrainStep
 from familyc.spec.model import FamilySpec, GrowthSpec
 
 DEFAULT_WARMUP_FRACTION = 0.05
@@ -76,10 +77,18 @@ def choose_micro_batch(spec: FamilySpec, member: MemberPlan,
     return last
 
 
-def schedule_for(spec: FamilySpec, num_steps: int, *, grown: bool) -> tuple[Schedule, int]:
-    """The stage's schedule, and the warmup asked for before clamping to the stage length."""
+def schedule_for(spec: FamilySpec, num_steps: int, *, growth: GrowthSpec | None) -> tuple[Schedule, int]:
+    """The stage's schedule, and the warmup asked for before clamping to the stage length. A grown stage
+    follows its growth step's warmup policy (growth[].lr.warmup), else the family's schedule."""
     s = spec.lr.schedule
-    if grown and not s.restart_warmup:
+    policy = growth.lr if growth is not None else None
+    if policy is not None and policy.warmup == "none":
+        warmup = 0
+    elif policy is not None and policy.warmup == "steps" and policy.warmup_value is not None:
+        warmup = int(policy.warmup_value)
+    elif policy is not None and policy.warmup == "fraction" and policy.warmup_value is not None:
+        warmup = round(policy.warmup_value * num_steps)
+    elif growth is not None and not s.restart_warmup:
         warmup = 0
     elif s.warmup_steps is not None:
         warmup = s.warmup_steps
@@ -95,7 +104,7 @@ def schedule_for(spec: FamilySpec, num_steps: int, *, grown: bool) -> tuple[Sche
 
 
 def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requested: int,
-                source: str | None, init_from: str | None, warnings: list[str]) -> TrainStep:
+                growth: GrowthSpec | None, init_from: str | None, warnings: list[str]) -> TrainStep:
     spec = c.spec
     assert spec is not None
     override = spec.member(member.name).batch_tokens
@@ -105,16 +114,18 @@ def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requ
     devices = spec.cluster.devices
     per_device = sequences // devices
     micro, ac_mode, memory = choose_micro_batch(spec, member, per_device)
-    schedule, warmup_asked = schedule_for(spec, num_steps, grown=source is not None)
+    schedule, warmup_asked = schedule_for(spec, num_steps, growth=growth)
+    max_lr = c.max_lr[member.name] * (growth.lr.peak_factor if growth is not None else 1.0)
     if warmup_asked > num_steps:
         warnings.append(f"{step_id}: warmup of {warmup_asked} steps is longer than the stage's {num_steps} steps; "
                         f"clamped to {num_steps}")
     return TrainStep(
-        id=step_id, member=member.name, source=source, init_from=init_from, tokens=num_steps * batch_tokens,
+        id=step_id, member=member.name, source=growth.source if growth else None, init_from=init_from,
+        tokens=num_steps * batch_tokens,
         tokens_requested=tokens_requested, num_steps=num_steps, batch_tokens=batch_tokens,
         global_batch_size=sequences, local_batch_size=micro, grad_accum=per_device // micro, devices=devices,
         nodes=spec.cluster.nodes, fsdp_degree=devices, precision=spec.training.precision,
-        activation_checkpointing=ac_mode, max_lr=c.max_lr[member.name], schedule=schedule, memory=memory,
+        activation_checkpointing=ac_mode, max_lr=max_lr, schedule=schedule, memory=memory,
     )
 
 
@@ -125,6 +136,7 @@ def _expand_step(c: Compilation, g: GrowthSpec) -> ExpandStep:
         id=f"expand-{g.source}-{g.target}", member=g.target, source=g.source, width=g.width, depth=g.depth,
         gqa=result.gqa, noise=g.noise, seed=g.seed, exactness=result.exactness, reasons=result.reasons,
         summary=result.summary, optimizer_state="fresh",
+        lr_after=LRAfterGrowth(warmup=g.lr.warmup, warmup_value=g.lr.warmup_value, peak_factor=g.lr.peak_factor),
         bytes_read=member_checkpoint_bytes(src.params), bytes_written=member_checkpoint_bytes(dst.params),
     )
 
@@ -144,14 +156,14 @@ def lower_to_cluster(c: Compilation) -> Compilation:
             steps.append(expand)
             init_from = expand.id
         train = _train_step(c, m, step_id=f"train-{m.name}", tokens_requested=budgets[m.name].tokens_requested,
-                            source=g.source if g else None, init_from=init_from, warnings=warnings)
+                            growth=g, init_from=init_from, warnings=warnings)
         if spec.data.progressive_stages == "continue" and previous is not None:
             train = replace(train, data_continues_from=previous)
         steps.append(train)
         previous = train.id
     baseline = []
     for m in c.members:
-        train = _train_step(c, m, step_id=f"baseline-{m.name}", source=None, init_from=None,
+        train = _train_step(c, m, step_id=f"baseline-{m.name}", growth=None, init_from=None,
                             tokens_requested=budgets[m.name].baseline_tokens_requested, warnings=warnings)
         baseline.append(BaselineMember(name=m.name, tokens=train.tokens, flops=0, train=train))
     return replace(c, steps=tuple(steps), baseline=tuple(baseline), warnings=c.warnings + tuple(warnings))

@@ -22,6 +22,7 @@ from familyc.spec.model import (
     ClusterSpec,
     DatasetSpec,
     FamilySpec,
+    GrowthLR,
     GrowthSpec,
     LRSpec,
     MemberSpec,
@@ -121,6 +122,21 @@ class _Reader:
         return {k: v for k, v in values.items() if v is not None}
 
 
+def _growth_lr(r: _Reader, index: int, raw: dict[str, Any] | None) -> GrowthLR:
+    """growth[index].lr as a GrowthLR (absent: the family's schedule, the member's peak)."""
+    if raw is None:
+        return GrowthLR()
+    factor = r.required_number(("growth", index, "lr", "peak_factor"), "peak_factor")
+    warmup = raw.get("warmup")
+    if warmup is None:
+        return GrowthLR(peak_factor=factor)
+    if warmup == "none":
+        return GrowthLR(warmup="none", peak_factor=factor)
+    if "steps" in warmup:
+        return GrowthLR(warmup="steps", warmup_value=float(warmup["steps"]), peak_factor=factor)
+    return GrowthLR(warmup="fraction", warmup_value=float(warmup["fraction"]), peak_factor=factor)
+
+
 def _build(r: _Reader) -> FamilySpec:
     d = r.data
     arch = d["architecture"]
@@ -145,7 +161,8 @@ def _build(r: _Reader) -> FamilySpec:
     )
     growth = tuple(
         GrowthSpec(index=i, source=g["from"], target=g["to"], width=g["width"], depth=g["depth"],
-                   noise=float(g["noise"]), seed=g["seed"], function_preserving=g["function_preserving"])
+                   noise=float(g["noise"]), seed=g["seed"], function_preserving=g["function_preserving"],
+                   lr=_growth_lr(r, i, g.get("lr")))
         for i, g in enumerate(d["growth"])
     )
     b = d["budget"]

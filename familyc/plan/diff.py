@@ -22,6 +22,7 @@ _STEP_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("source", str), ("tokens", units.count), ("num_steps", lambda v: f"{v:,}"), ("batch_tokens", units.count),
     ("local_batch_size", str), ("grad_accum", str), ("devices", str), ("activation_checkpointing", str),
     ("max_lr", units.lr), ("width", str), ("depth", str), ("gqa", str), ("noise", str), ("exactness", str),
+    ("lr_after", lambda v: v.describe()),
 )
 _COST_FIELDS = ("flops", "predicted_seconds", "gpu_hours", "cost_usd")
 

@@ -30,6 +30,7 @@ from familyc.enums import (
     Precision,
     ProgressiveStages,
     TokenizerKind,
+    WarmupAfterGrowth,
     WidthOperator,
 )
 from familyc.errors import PlanError, UsageError
@@ -229,6 +230,23 @@ class TrainStep:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class LRAfterGrowth:
+    """The learning-rate policy of the stage a growth step starts (the spec's growth[].lr)."""
+
+    warmup: WarmupAfterGrowth = "schedule"
+    """schedule: lr.schedule's warmup (none when restart_warmup is false); none; steps; fraction."""
+    warmup_value: float | None = None
+    peak_factor: float = 1.0
+    """The stage's peak LR over the member's."""
+
+    def describe(self) -> str:
+        warmup = {"schedule": "warmup as scheduled", "none": "no warmup",
+                  "steps": f"warmup {self.warmup_value:g} steps" if self.warmup_value is not None else "",
+                  "fraction": f"warmup {self.warmup_value:g} of the stage" if self.warmup_value is not None else ""}
+        return f"{warmup[self.warmup]}, peak x{self.peak_factor:g}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExpandStep:
     id: str
     kind: Literal["expand"] = "expand"
@@ -245,6 +263,8 @@ class ExpandStep:
     reasons: tuple[str, ...]
     summary: str
     optimizer_state: OptimizerAfterGrowth
+    lr_after: LRAfterGrowth = LRAfterGrowth()
+    """How the grown member's stage starts: its warmup and its peak (the train step shows the result)."""
     bytes_read: int
     bytes_written: int
     flops: int = 0

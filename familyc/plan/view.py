@@ -67,11 +67,11 @@ def plan_document(plan: Plan) -> Document:
     steps = Table(title="Progressive steps", headers=STEP_HEADERS, rows=tuple(rows), right=STEP_RIGHT)
     growth = Table(
         title="Growth",
-        headers=("step", "width", "depth", "gqa", "noise", "function", "reads", "writes", "shapes"),
-        rows=tuple((s.id, s.width, s.depth, s.gqa, f"{s.noise:g}", s.exactness, units.gib(s.bytes_read),
-                    units.gib(s.bytes_written), s.summary)
+        headers=("step", "width", "depth", "gqa", "noise", "function", "LR after", "reads", "writes", "shapes"),
+        rows=tuple((s.id, s.width, s.depth, s.gqa, f"{s.noise:g}", s.exactness, s.lr_after.describe(),
+                    units.gib(s.bytes_read), units.gib(s.bytes_written), s.summary)
                    for s in plan.steps if isinstance(s, ExpandStep)),
-        wrap=frozenset({8}),
+        wrap=frozenset({9}),
     )
     baseline = Table(title="Independent baseline (every member from scratch)", headers=STEP_HEADERS,
                      rows=tuple(_train_row(str(i), b.train) for i, b in enumerate(plan.baseline.members, start=1)),

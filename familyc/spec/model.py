@@ -22,6 +22,7 @@ from familyc.enums import (
     Precision,
     ProgressiveStages,
     TokenizerKind,
+    WarmupAfterGrowth,
     WidthOperator,
 )
 
@@ -55,6 +56,16 @@ class MemberSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class GrowthLR:
+    """The learning rate of the stage a growth step starts (the schema's growth[].lr)."""
+
+    warmup: WarmupAfterGrowth = "schedule"
+    warmup_value: float | None = None
+    """steps: the number of steps; fraction: the fraction of the stage."""
+    peak_factor: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class GrowthSpec:
     index: int
     source: str
@@ -64,6 +75,7 @@ class GrowthSpec:
     noise: float
     seed: int
     function_preserving: bool
+    lr: GrowthLR = GrowthLR()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
