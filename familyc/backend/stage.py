@@ -217,9 +217,9 @@ def _trainer_class() -> type:
 
 
 _STEP = 0
+"""The step being trained (for messages from hooks that torchtitan calls without it)."""
 _PATCHES: set[object] = set()
 """The functions this module put in place of torchtitan's (patching twice would wrap a wrapper)."""
-"""The step being trained (for messages from hooks that torchtitan calls without it)."""
 _STEP_LOSSES: list[Any] = []
 """The losses of this step's microbatches, kept as tensors: a non-finite loss always gives a non-finite
 gradient norm, so the loss is read (a device sync) only when the norm check fails, to name the cause."""

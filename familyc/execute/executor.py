@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from familyc.backend.environment import RunEnvironment
 from familyc.checkpoint.sidecar import sidecar_files, verify_sidecar
 from familyc.enums import COMPLETED, FAILED, RUNNING
 from familyc.errors import CheckpointError, FamilycError, StepError
@@ -97,6 +98,30 @@ def on_metrics(progress: Progress) -> Callable[[dict[str, Any]], None]:
                                 tokens_per_second=tps * world if isinstance(tps, int | float) else None)
 
     return record
+
+
+class _Walker(Protocol):
+    plan: Plan
+    run: RunDir
+    options: ApplyOptions
+    progress: Progress
+    data: DataInputs
+    environment: RunEnvironment
+
+
+def train_stage(walker: _Walker, step: TrainStep, stage: StageProgress, *, remaining_predicted: float,
+                pid_path: Path | None) -> tuple[int, float]:
+    """Write the stage's job, run it under torchrun and watch it (node 0 and the other nodes alike):
+    (its exit code, its wall seconds)."""
+    plan, run, options = walker.plan, walker.run, walker.options
+    job = jobs.write_job(plan, run, step, walker.data, compile=options.compile)
+    walker.progress.stage_started(stage, remaining_predicted=remaining_predicted)
+    started = time.monotonic()
+    argv = torchrun_argv(options.launch, job_toml=job, rdzv_id=f"{plan.plan_id}-{step.id}")
+    code = run_stage(argv + list(options.extra_stage_args), jobs.stage_environment(plan, run, step, walker.environment),
+                     log=run.step_dir(step.id) / jobs.LOG_FILE, cwd=run.root, pid_path=pid_path,
+                     on_record=on_metrics(walker.progress))
+    return code, time.monotonic() - started
 
 
 class Executor:
@@ -212,18 +237,13 @@ class Executor:
         self._check_disk(step, stage_dir)
         log = stage_dir / jobs.LOG_FILE
         self.begin(step, log)
-        job = jobs.write_job(self.plan, self.run, step, self.data, compile=self.options.compile)
-        environment = jobs.stage_environment(self.plan, self.run, step, self.environment)
-        if environment.data_start is not None and not environment.data_start.is_file():
-            self.progress.line(f"{step.id}: {environment.data_start} is missing, so this stage starts at the first "
-                               "document instead of where the previous stage stopped")
-        self.progress.stage_started(StageProgress(index=index, total=total, step_id=step.id,
-                                                  num_steps=step.num_steps), remaining_predicted=remaining_predicted)
-        started = time.monotonic()
-        argv = torchrun_argv(self.options.launch, job_toml=job, rdzv_id=f"{self.plan.plan_id}-{step.id}")
-        code = run_stage(argv + list(self.options.extra_stage_args), environment, log=log, cwd=self.run.root,
-                         pid_path=stage_dir / PID_FILE, on_record=on_metrics(self.progress))
-        wall = time.monotonic() - started
+        start = jobs.data_start(self.plan, self.run, step)
+        if start is not None and not start.is_file():
+            self.progress.line(f"{step.id}: {start} is missing, so this stage starts at the first document instead "
+                               "of where the previous stage stopped")
+        code, wall = train_stage(self, step, StageProgress(index=index, total=total, step_id=step.id,
+                                                           num_steps=step.num_steps),
+                                 remaining_predicted=remaining_predicted, pid_path=stage_dir / PID_FILE)
         st = self.state.step(step.id)  # now, so that a crash before the bookkeeping does not lose it
         st.metrics = {**st.metrics, "wall_seconds": round(st.metrics.get("wall_seconds", 0.0) + wall, 3)}
         self.state.save()

@@ -18,8 +18,7 @@ from familyc.errors import StepError
 from familyc.execute import jobs, members
 from familyc.execute.data import DataInputs
 from familyc.execute.diagnosis import diagnose
-from familyc.execute.executor import DISK_HINT, ApplyOptions, disk_problem, on_metrics, selected_steps
-from familyc.execute.launcher import run_stage, torchrun_argv
+from familyc.execute.executor import DISK_HINT, ApplyOptions, disk_problem, selected_steps, train_stage
 from familyc.execute.progress import Progress, StageProgress
 from familyc.execute.rundir import RunDir
 from familyc.execute.state import RunState
@@ -69,18 +68,11 @@ class Worker:
         problem = disk_problem(self.plan, self.run, step)
         if problem:
             raise StepError(step.id, problem, hint=DISK_HINT)
-        stage_dir = self.run.step_dir(step.id)
-        log = stage_dir / jobs.LOG_FILE
-        job = jobs.write_job(self.plan, self.run, step, self.data, compile=self.options.compile)
-        self.progress.stage_started(StageProgress(index=index, total=total, step_id=step.id,
-                                                  num_steps=step.num_steps), remaining_predicted=remaining_predicted)
-        started = time.monotonic()
-        argv = torchrun_argv(self.options.launch, job_toml=job, rdzv_id=f"{self.plan.plan_id}-{step.id}")
-        code = run_stage(argv + list(self.options.extra_stage_args),
-                         jobs.stage_environment(self.plan, self.run, step, self.environment), log=log,
-                         cwd=self.run.root, pid_path=None,  # node 0's pid only: another node's means nothing there
-                         on_record=on_metrics(self.progress))
-        wall = time.monotonic() - started
+        log = self.run.step_dir(step.id) / jobs.LOG_FILE
+        code, wall = train_stage(self, step, StageProgress(index=index, total=total, step_id=step.id,
+                                                           num_steps=step.num_steps),
+                                 remaining_predicted=remaining_predicted,
+                                 pid_path=None)  # node 0's pid only: another node's means nothing there
         if code != 0 and not members.is_complete(members.final_checkpoint(jobs.dump_folder(self.run, step), step)):
             message, hint = diagnose(log, code)
             raise StepError(step.id, message, log=str(log), hint=hint)
