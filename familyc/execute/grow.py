@@ -44,12 +44,14 @@ class Grown:
     """The target member's eps in the plan: another when the operators were overridden."""
 
 
-def check_members(plan: Plan, *names: str) -> None:
+def check_members(plan: Plan, *names: str, where: str | None = None) -> None:
+    """A UsageError naming the first of `names` that is not a member of the plan (`where`: what has none;
+    default the spec), with a did-you-mean."""
     known = [m.name for m in plan.members]
     for name in names:
         if name not in known:
             guess = did_you_mean(name, known)
-            raise UsageError(f"{plan.spec.path} has no member {name!r}",
+            raise UsageError(f"{where or plan.spec.path} has no member {name!r}",
                              hint=f"did you mean {guess!r}?" if guess else "members: " + ", ".join(known))
 
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 
 from familyc.checkpoint.sidecar import SourceRecord, verify_sidecar
 from familyc.enums import COMPLETED
-from familyc.errors import CheckpointError, FamilycError, UsageError
+from familyc.errors import CheckpointError, FamilycError
 from familyc.execute.data import run_tokenizer_dir
+from familyc.execute.grow import check_members
 from familyc.execute.rundir import RunDir, open_existing
 from familyc.execute.state import RunState
 from familyc.plan.ir import Plan, TrainStep
 from familyc.report.quality import cached_heldout_loss
-from familyc.spec.schema import did_you_mean
 
 if TYPE_CHECKING:  # torch is imported only when an export runs
     from familyc.backend.hf_export import CardFacts, Exported
@@ -31,7 +31,7 @@ def export_run_member(run_dir: Path, member: str, out: Path, *, baseline: bool =
     from familyc.backend.hf_export import export_member
 
     run, plan, state = open_existing(run_dir)
-    check_member(plan, member)
+    check_members(plan, member, where=f"family {plan.family.name}")
     step = plan.train_step(member, baseline=baseline)
     status = state.steps[step.id].status if step.id in state.steps else None
     if status != COMPLETED:
@@ -54,14 +54,6 @@ def export_run_member(run_dir: Path, member: str, out: Path, *, baseline: bool =
     exported = export_member(plan, member, weights, out, tokenizer_dir=tokenizer_dir,
                              facts=card_facts(plan, run, state, step), dtype=dtype, source=source)
     return plan, exported
-
-
-def check_member(plan: Plan, name: str) -> None:
-    known = [m.name for m in plan.members]
-    if name not in known:
-        guess = did_you_mean(name, known)
-        raise UsageError(f"family {plan.family.name} has no member {name!r}",
-                         hint=f"did you mean {guess!r}?" if guess else "members: " + ", ".join(known))
 
 
 def card_facts(plan: Plan, run: RunDir, state: RunState, step: TrainStep) -> CardFacts:
