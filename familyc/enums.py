@@ -56,12 +56,19 @@ AC_CHOICES: tuple[ACChoice, ...] = get_args(ACChoice)
 DataKind = Literal["builtin", "hf", "path"]
 TokenizerKind = Literal["builtin", "hf", "path"]
 ProgressiveStages = Literal["continue", "restart"]
+HeldoutPart = Literal["all", "validation", "test"]
+"""What of the held-out split an evaluation reads: all of it, or one of two halves by document
+(familyc.data.builtin.in_heldout_part): choose configurations on validation, report on test."""
+EvalIntervalWord = Literal["auto", "none"]
+"""training.eval.interval besides a number of steps."""
 BuiltinCorpus = Literal["stdlib-docstrings", "stdlib-source"]
 BuiltinTokenizer = Literal["bpe-2048"]
 
 DATA_KINDS: tuple[DataKind, ...] = get_args(DataKind)
 TOKENIZER_KINDS: tuple[TokenizerKind, ...] = get_args(TokenizerKind)
 PROGRESSIVE_STAGES: tuple[ProgressiveStages, ...] = get_args(ProgressiveStages)
+EVAL_INTERVAL_WORDS: tuple[EvalIntervalWord, ...] = get_args(EvalIntervalWord)
+HELDOUT_PARTS: tuple[HeldoutPart, ...] = get_args(HeldoutPart)
 BUILTIN_CORPORA: tuple[BuiltinCorpus, ...] = get_args(BuiltinCorpus)
 BUILTIN_TOKENIZERS: tuple[BuiltinTokenizer, ...] = get_args(BuiltinTokenizer)
 BUILTIN_TOKENIZER_VOCAB: dict[str, int] = {"bpe-2048": 2048}
@@ -83,3 +90,11 @@ PENDING: StepStatus = "pending"
 RUNNING: StepStatus = "running"
 COMPLETED: StepStatus = "completed"
 FAILED: StepStatus = "failed"
+
+
+def heldout_part(value: str) -> HeldoutPart:
+    """`value` as a HeldoutPart (ValueError when it is none)."""
+    for part in HELDOUT_PARTS:
+        if part == value:
+            return part
+    raise ValueError(f"{value!r} is not one of {', '.join(HELDOUT_PARTS)}")

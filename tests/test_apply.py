@@ -34,10 +34,10 @@ pytest.importorskip("torchtitan.train", reason="torchtitan (and triton, which it
 pytest.importorskip("tokenizers", reason="tokenizers is not installed")
 
 from familyc.checkpoint.sidecar import MEMBER_SIDECAR, verify_sidecar  # noqa: E402
-from familyc.execute.metrics import read_records  # noqa: E402
+from familyc.execute.metrics import read_evaluations, read_records  # noqa: E402
 from familyc.execute.rundir import RunDir  # noqa: E402
 from familyc.plan import ir  # noqa: E402
-from familyc.plan.ir import ExpandStep, TrainStep  # noqa: E402
+from familyc.plan.steps import ExpandStep, TrainStep  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = "tests/fixtures/specs-apply/family.yaml"
@@ -138,7 +138,7 @@ def train_steps(plan: ir.Plan) -> list[TrainStep]:
     return [s for s in plan.steps if isinstance(s, TrainStep)]
 
 
-def heldout_losses(run_dir: Path) -> dict[str, float]:
+def heldout_losses(run_dir: Path, *, tokens: int = 8192) -> dict[str, float]:
     """Every member's mean loss on the run's held-out documents (familyc.backend.evaluate)."""
     from familyc.backend.evaluate import heldout_loss, load_heldout, load_member
     from familyc.execute.data import heldout_dir, prepare_data
@@ -147,7 +147,7 @@ def heldout_losses(run_dir: Path) -> dict[str, float]:
     tokenizer = prepare_data(plan, run, plan_file=None).tokenizer_path
     folder = heldout_dir(plan, run)
     assert folder is not None, f"{run_dir} has no held-out split"
-    heldout = load_heldout(folder, tokenizer, seq_len=plan.architecture.seq_len, max_tokens=8192)
+    heldout = load_heldout(folder, tokenizer, seq_len=plan.architecture.seq_len, max_tokens=tokens)
     return {m.name: heldout_loss(load_member(plan, m.name, run_dir / "members" / m.name), heldout)
             for m in plan.members}
 
@@ -228,6 +228,26 @@ def test_the_reference_run_records_measured_compute_with_the_plans_formula(refer
     first = {s.member: reference.state["steps"][s.id]["metrics"]["first_loss"] for s in train_steps(plan)}
     final = {s.member: reference.state["steps"][s.id]["metrics"]["final_loss"] for s in train_steps(plan)}
     assert first["l"] < 7.0 and first["l"] == pytest.approx(final["m"], abs=0.5)
+
+
+def test_every_stage_evaluates_the_heldout_split_from_step_0_to_its_last_step(reference: Applied) -> None:
+    """family.yaml: 2,048 held-out tokens at step 0, every 4 steps and the last, on the sharded model in the stage."""
+    assert reference.returncode == 0, reference.output[-4000:]
+    run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
+    saved = heldout_losses(run_dir, tokens=2048)  # the report's windows, on the members as saved
+    curves = {}
+    for step in train_steps(plan):
+        assert step.eval is not None and step.eval.interval == 4
+        curves[step.member] = curve = read_evaluations(run_dir / "steps" / step.id / "metrics.jsonl")
+        assert [s for s, _ in curve] == list(step.eval.steps(step.num_steps))
+        assert curve[-1][1] == pytest.approx(saved[step.member], abs=1e-5)
+        metrics = reference.state["steps"][step.id]["metrics"]
+        assert (metrics["heldout_first"], metrics["heldout_final"]) == (curve[0][1], curve[-1][1])
+        assert metrics["evaluations"] == len(curve) and metrics["eval_flops"] == step.eval.flops
+        assert metrics["flops"] == step.flops  # the evaluations are not training compute
+    for step in train_steps(plan):  # every growth is exact: a grown stage starts at its source's last point
+        if step.source is not None:
+            assert curves[step.member][0][1] == pytest.approx(curves[step.source][-1][1], abs=1e-5)
 
 
 def test_each_progressive_stage_continues_in_the_data_where_the_previous_one_stopped(reference: Applied) -> None:
@@ -387,7 +407,8 @@ def test_a_kill_mid_stage_resumes_from_the_newest_checkpoint(crashed: Crashed) -
     losses: dict[int, set[float]] = {}
     for line in (run_dir / "steps" / "train-l" / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        losses.setdefault(record["step"], set()).add(record["loss"])
+        if record.get("kind") is None:  # a training record, not a held-out evaluation's
+            losses.setdefault(record["step"], set()).add(record["loss"])
     assert sorted(losses) == list(range(1, 14)) and all(len(v) == 1 for v in losses.values()), losses
     state = finish.state
     assert all(v["status"] == "completed" for k, v in state["steps"].items() if not k.startswith("baseline-"))
@@ -398,7 +419,7 @@ def test_a_kill_mid_stage_resumes_from_the_newest_checkpoint(crashed: Crashed) -
     assert metrics["wall_seconds"] > 0
 
 
-def test_the_killed_run_ends_with_the_reference_members(crashed: Crashed,
+def test_the_killed_run_ends_with_the_reference_members(crashed: Crashed, reference: Applied,
                                                         reference_losses: dict[str, float]) -> None:
     finish = crashed.applies["finish"]
     assert finish.returncode == 0, finish.output[-4000:]
@@ -408,3 +429,9 @@ def test_the_killed_run_ends_with_the_reference_members(crashed: Crashed,
     # resuming restores the weights, AdamW's moments, the schedule and each rank's place in the data:
     # the killed run's members are the reference's (bitwise on torch 2.13 CPU, eager)
     assert losses == pytest.approx(reference_losses, rel=1e-5), (losses, reference_losses)
+    # and every stage's held-out curve is the reference's: each evaluation once, the resumed ones included
+    for step in train_steps(plan_of(finish.run_dir)):
+        curve, expected = (read_evaluations(run / "steps" / step.id / "metrics.jsonl")
+                           for run in (finish.run_dir, reference.run_dir))
+        assert [s for s, _ in curve] == [s for s, _ in expected]
+        assert [v for _, v in curve] == pytest.approx([v for _, v in expected], rel=1e-5)

@@ -192,6 +192,7 @@ ENUM_CASES = [
     ("/$defs/schedule/properties/wsd_decay", enums.DECAY_TYPES),
     ("/$defs/training/properties/precision", enums.PRECISIONS),
     ("/$defs/training/properties/activation_checkpointing", enums.AC_CHOICES),
+    ("/$defs/training/properties/eval/properties/interval/anyOf/0", enums.EVAL_INTERVAL_WORDS),
     ("/$defs/data/properties/dataset/oneOf/0/properties/builtin", enums.BUILTIN_CORPORA),
     ("/$defs/data/properties/progressive_stages", enums.PROGRESSIVE_STAGES),
     ("/$defs/tokenizer/oneOf/0/properties/builtin", enums.BUILTIN_TOKENIZERS),
@@ -290,3 +291,9 @@ def test_an_unrelated_missing_module_stays_an_internal_error() -> None:
     with pytest.raises(typer.Exit) as info:
         broken()
     assert info.value.exit_code == 3
+
+
+def test_the_reports_heldout_part_option_is_the_typed_one() -> None:
+    from familyc.cli.report_command import HeldoutPartOption
+
+    assert [p.value for p in HeldoutPartOption] == list(enums.HELDOUT_PARTS)

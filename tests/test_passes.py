@@ -14,7 +14,8 @@ from familyc.compiler import PASSES, compile_spec, load_document, read_spec
 from familyc.compiler.state import Compilation
 from familyc.cost.accelerators import accelerator
 from familyc.errors import SpecError
-from familyc.plan.ir import ExpandStep, SpecRef, TrainStep
+from familyc.plan.ir import SpecRef
+from familyc.plan.steps import ExpandStep, TrainStep
 
 WriteSpec = Callable[..., Path]
 

@@ -13,7 +13,7 @@ from conftest import REPO
 from familyc.cost.storage import stage_disk_bytes
 from familyc.errors import PlanError
 from familyc.plan import ir
-from familyc.plan.ir import ExpandStep, TrainStep
+from familyc.plan.steps import ExpandStep, TrainStep, evaluated_steps
 
 TEXT = (REPO / "plans" / "tiny.plan.json").read_text()
 PLAN = ir.loads(TEXT)
@@ -102,20 +102,50 @@ def test_a_version_1_plan_is_still_read_with_every_member_at_the_architectures_e
         ir.loads(v1.replace('"seed": 0', '"seed": 1', 1), source="tiny.v1.plan.json")
 
 
+def test_a_version_2_plan_is_still_read_and_evaluates_nothing_during_training() -> None:
+    """Plans of schema 2 (before held-out curves) load with no evaluation in any stage."""
+    v2 = (REPO / "tests" / "fixtures" / "plans" / "tiny.v2.plan.json").read_text()
+    old = ir.loads(v2, source="tiny.v2.plan.json")
+    assert old.schema_version == 2 and old.plan_id == json.loads(v2)["plan_id"]
+    assert all(s.eval is None for s in old.all_steps() if isinstance(s, TrainStep))
+    assert old.totals.progressive_eval_flops == 0
+
+
+def test_every_stage_evaluates_at_step_0_every_interval_and_its_last_step() -> None:
+    """tiny.yaml: 4,096 held-out tokens (16 sequences of 256, 8 per device), auto interval (5% of the stage); the
+    evaluations' FLOPs are a third of training's per token, counted apart."""
+    for step in [*PLAN.train_steps(), *(b.train for b in PLAN.baseline.members)]:
+        assert step.eval is not None
+        assert step.eval.tokens == 4096 and step.eval.interval == max(1, int(0.05 * step.num_steps))
+        points = step.eval.steps(step.num_steps)
+        assert points[0] == 0 and points[-1] == step.num_steps and len(points) == step.eval.evaluations
+        assert all(b - a <= step.eval.interval for a, b in zip(points, points[1:], strict=False))
+        fpt = PLAN.member(step.member).flops_per_token
+        assert step.eval.flops == step.eval.evaluations * fpt // 3 * 4096
+    assert PLAN.totals.progressive_eval_flops == sum(s.eval.flops for s in PLAN.train_steps() if s.eval)
+    assert PLAN.totals.progressive_flops == sum(s.flops for s in PLAN.train_steps())  # evaluation apart
+
+
+@pytest.mark.parametrize(("steps", "interval", "expected"), [
+    (10, 3, (0, 3, 6, 9, 10)), (10, 5, (0, 5, 10)), (1, 1, (0, 1)), (3, 7, (0, 3))])
+def test_evaluated_steps(steps: int, interval: int, expected: tuple[int, ...]) -> None:
+    assert evaluated_steps(steps, interval) == expected
+
+
 def test_a_plan_of_an_unknown_version_is_refused() -> None:
     data = json.loads(TEXT)
     data["schema_version"] = 99
-    with pytest.raises(PlanError, match="plan schema_version 99 is not 2"):
+    with pytest.raises(PlanError, match="plan schema_version 99 is not 3"):
         ir.loads(json.dumps(data))
 
 
-def test_an_old_run_resumes_with_its_version_1_plan_and_a_new_run_needs_version_2(tmp_path: Path) -> None:
+def test_an_old_run_resumes_with_its_version_1_plan_and_a_new_run_needs_version_3(tmp_path: Path) -> None:
     from familyc.execute.rundir import RunDir, open_run_dir
     from familyc.execute.state import RunState, StepState
 
     v1_text = (REPO / "tests" / "fixtures" / "plans" / "tiny.v1.plan.json").read_text()
     v1 = ir.loads(v1_text)
-    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 2"):
+    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 3"):
         open_run_dir(tmp_path / "new", v1)
     old = tmp_path / "old"  # as familyc 0.1 left it
     old.mkdir()
@@ -126,3 +156,17 @@ def test_an_old_run_resumes_with_its_version_1_plan_and_a_new_run_needs_version_
     assert state.plan_id == v1.plan_id and (old / "plan.json").read_text() == v1_text  # untouched
     with pytest.raises(PlanError, match="made by plan"):
         open_run_dir(old, PLAN)
+
+
+def test_diff_names_a_change_of_a_stages_heldout_evaluation() -> None:
+    import dataclasses
+
+    from familyc.plan.diff import diff_plans
+
+    step = PLAN.step("train-l")
+    assert isinstance(step, TrainStep) and step.eval is not None
+    changed = dataclasses.replace(step, eval=dataclasses.replace(step.eval, interval=10))
+    new = dataclasses.replace(PLAN, steps=tuple(changed if s.id == "train-l" else s for s in PLAN.steps))
+    (change,) = diff_plans(PLAN, new).steps
+    assert change.id == "train-l" and change.details == ("eval every 7 steps, 4,096 tokens -> every 10 steps, "
+                                                         "4,096 tokens",)

@@ -75,6 +75,34 @@ def test_growth_is_seen_to_preserve_the_function_in_the_real_run(report: dict[st
     assert growth["first_train_loss"] is not None
 
 
+def test_the_report_states_the_head_start_of_the_growth_from_the_stages_curve(report: dict[str, Any]) -> None:
+    """pair.yaml: every stage evaluated 2,048 held-out tokens at step 0, every step (auto: 5% of 2 steps) and its
+    last; the exact growth's stage starts at its source's final held-out loss."""
+    curves = report["heldout_curves"]
+    assert set(curves) == {"train-xs", "train-s", "baseline-xs", "baseline-s"}
+    assert all([s for s, _ in curve] == list(range(len(curve))) for curve in curves.values())
+    (head,) = report["head_starts"]
+    assert (head["step"], head["growth"]) == ("train-s", "expand-xs-s")
+    assert head["loss_at_start"] == pytest.approx(curves["train-xs"][-1][1], abs=1e-5)
+    assert head["final_loss"] == curves["train-s"][-1][1] and head["evaluations"] == len(curves["train-s"])
+    assert head["peak_rise"] == max(0.0, head["peak_loss"] - head["loss_at_start"])
+    totals = report["totals"]
+    assert totals["actual_eval_flops"] == totals["predicted_eval_flops"] > 0
+    for step in (s for s in report["steps"] if s["kind"] == "train"):
+        assert step["actual_eval_flops"] == step["predicted_eval_flops"] > 0
+
+
+def test_validation_and_test_are_disjoint_halves_of_the_heldout_documents(run_dir: Path) -> None:
+    parts = {}
+    for part in ("validation", "test"):
+        proc = familyc("report", str(run_dir), "--format", "json", "--heldout-part", part, "--heldout-tokens", "2048")
+        assert proc.returncode == 0, proc.stderr
+        parts[part] = json.loads(proc.stdout)
+        assert parts[part]["heldout"]["part"] == part and parts[part]["heldout"]["tokens"] == 2048
+    losses = {p: [m["heldout_loss"] for m in r["members"]] for p, r in parts.items()}
+    assert losses["validation"] != losses["test"]  # other documents, other losses
+
+
 def test_every_format_renders_and_the_html_embeds_the_plots(run_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     for fmt in ("text", "markdown", "html", "json"):
@@ -83,13 +111,15 @@ def test_every_format_renders_and_the_html_embeds_the_plots(run_dir: Path, tmp_p
         assert "Traceback" not in proc.stdout + proc.stderr
     names = {p.name for p in out.iterdir()}
     assert {"report.json", "report.md", "report.html", "report.txt", "loss_vs_flops.png", "predicted_vs_actual.png",
-            "kl_adjacent.png"} <= names
+            "heldout_vs_flops.png", "kl_adjacent.png"} <= names
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 4
     markdown = (out / "report.md").read_text()
     assert "![loss_vs_flops](loss_vs_flops.png)" in markdown and "| train-xs |" in markdown
     text = (out / "report.txt").read_text()
     assert "Members on held-out text" in text and "saving against independent training: planned" in text
+    assert "Head start: each grown member's held-out loss during its stage" in text
+    assert "held-out evaluation during training (not in the FLOPs above)" in text
     assert (out / "loss_vs_flops.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -8,6 +8,8 @@ Everything else a stage needs travels in these variables, spelled here once:
     FAMILYC_METRICS      rank 0 appends one JSON line per logged step there
     FAMILYC_DATA_START   continue the data stream where the stage that wrote this file stopped
     FAMILYC_DATA_END     after the last step, write every rank's data position here
+    FAMILYC_HELDOUT      the run's held-out split (a folder of .jsonl): evaluated inside the stage when
+    FAMILYC_EVAL_INTERVAL and FAMILYC_EVAL_TOKENS are set too (step 0, every interval steps, the last)
     HF_HUB_OFFLINE, HF_DATASETS_OFFLINE   1 unless the run's data needs the network (a user's setting wins)
     HF_DATASETS_CACHE    the run's own datasets cache
     OMP_NUM_THREADS      on a CPU: the cores divided among the node's ranks (a user's setting wins)
@@ -27,6 +29,9 @@ FLAVORS_ENV = "FAMILYC_FLAVORS"
 METRICS_ENV = "FAMILYC_METRICS"
 DATA_START_ENV = "FAMILYC_DATA_START"
 DATA_END_ENV = "FAMILYC_DATA_END"
+HELDOUT_ENV = "FAMILYC_HELDOUT"
+EVAL_INTERVAL_ENV = "FAMILYC_EVAL_INTERVAL"
+EVAL_TOKENS_ENV = "FAMILYC_EVAL_TOKENS"
 OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 DATASETS_CACHE_ENV = "HF_DATASETS_CACHE"
 THREADS_ENV = "OMP_NUM_THREADS"
@@ -47,11 +52,16 @@ class RunEnvironment:
     """False: the data is a Hugging Face dataset that may need the network."""
     threads: int | None = None
     """OMP_NUM_THREADS for CPU ranks; None: leave it to torch."""
+    heldout: Path | None = None
+    """The held-out split the stages evaluate on (None: the run's data has none familyc made)."""
 
     def fixed(self) -> dict[str, str]:
         """The variables a stage always gets, whatever the launching environment says."""
-        return {FLAVORS_ENV: str(self.flavors.resolve()), DATASETS_CACHE_ENV: str(self.datasets_cache.resolve()),
-                "PYTHONUNBUFFERED": "1"}
+        out = {FLAVORS_ENV: str(self.flavors.resolve()), DATASETS_CACHE_ENV: str(self.datasets_cache.resolve()),
+               "PYTHONUNBUFFERED": "1"}
+        if self.heldout is not None:
+            out[HELDOUT_ENV] = str(self.heldout.resolve())
+        return out
 
     def defaults(self) -> dict[str, str]:
         """The variables a stage gets unless the user set them."""
@@ -76,10 +86,16 @@ class StageEnvironment:
     metrics: Path
     data_end: Path | None = None
     data_start: Path | None = None
+    eval_interval: int | None = None
+    """Steps between held-out evaluations (None: none; the stage also needs the run's held-out split)."""
+    eval_tokens: int | None = None
 
     def own(self) -> dict[str, str]:
         """This stage's variables (the sbatch script prefixes its srun line with them)."""
         out = {METRICS_ENV: str(self.metrics.resolve())}
+        if self.eval_interval is not None and self.eval_tokens is not None and self.run.heldout is not None:
+            out[EVAL_INTERVAL_ENV] = str(self.eval_interval)
+            out[EVAL_TOKENS_ENV] = str(self.eval_tokens)
         if self.data_start is not None:
             out[DATA_START_ENV] = str(self.data_start.resolve())
         if self.data_end is not None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from familyc.backend.model import build_model, plan_model_args
 from familyc.checkpoint.reader import load_state_dict
+from familyc.enums import HeldoutPart
 from familyc.plan.ir import Plan
 
 DEFAULT_MAX_TOKENS = 32_768
@@ -37,8 +38,11 @@ class Heldout:
 
 
 def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
-                 max_tokens: int = DEFAULT_MAX_TOKENS) -> Heldout:
+                 max_tokens: int = DEFAULT_MAX_TOKENS, part: HeldoutPart = "all") -> Heldout:
+    """The first `max_tokens` of the held-out documents of `part` (familyc.enums.HeldoutPart)."""
     from tokenizers import Tokenizer
+
+    from familyc.data.builtin import in_heldout_part
 
     tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
     config = json.loads((tokenizer_dir / "tokenizer_config.json").read_text())
@@ -51,13 +55,17 @@ def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
                 continue
-            ids += [bos, *tokenizer.encode(json.loads(line)["text"], add_special_tokens=False).ids, eos]
+            text = json.loads(line)["text"]
+            if not in_heldout_part(text, part):
+                continue
+            ids += [bos, *tokenizer.encode(text, add_special_tokens=False).ids, eos]
             documents += 1
             if len(ids) >= max_tokens + seq_len + 1:
                 break
     n = min(len(ids) - 1, max_tokens) // seq_len
     if n < 1:
-        raise ValueError(f"{heldout_dir} holds fewer than {seq_len + 1} tokens")
+        raise ValueError(f"{heldout_dir} holds fewer than {seq_len + 1} tokens"
+                         + ("" if part == "all" else f" in its {part} half"))
     flat = torch.tensor(ids[: n * seq_len + 1], dtype=torch.long)
     windows = torch.stack([flat[i * seq_len: (i + 1) * seq_len + 1] for i in range(n)])
     return Heldout(windows=windows, documents=documents)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from familyc.errors import PlanError
-from familyc.plan.ir import MemberPlan, Plan, TrainStep
+from familyc.plan.ir import MemberPlan, Plan
+from familyc.plan.steps import TrainStep
 
 CUSTOM_IMPORT = "familyc.backend.flavors"
 CHECKPOINT_FOLDER = "checkpoint"

@@ -10,6 +10,8 @@ precedence):
     FAMILYC_METRICS  --familyc.metrics PATH   rank 0 appends one JSON line per logged step
     FAMILYC_DATA_START PATH                   continue the data stream where the stage that wrote PATH stopped
     FAMILYC_DATA_END PATH                     after the last step, write every rank's data position there
+    FAMILYC_HELDOUT, FAMILYC_EVAL_INTERVAL, FAMILYC_EVAL_TOKENS   evaluate the held-out split at step 0, every
+                                              interval steps and the last (familyc.backend.stage_eval)
 Every other argument goes to torchtitan's ConfigManager, so `--training.steps 6` overrides the TOML.
 Without torchrun, the single-process variables torchtitan needs (RANK, LOCAL_RANK, WORLD_SIZE,
 MASTER_ADDR, MASTER_PORT) are set when absent; HF_HUB_OFFLINE and HF_DATASETS_OFFLINE default to 1
@@ -131,6 +133,12 @@ class JsonlMetrics:
         self.file.flush()
         self.inner.log(metrics, step)
 
+    def write(self, record: dict[str, Any]) -> None:
+        """Append a record of familyc's own (a held-out evaluation), with elapsed_s."""
+        record = {**record, "world_size": self.world_size, "elapsed_s": round(time.monotonic() - STARTED, 3)}
+        self.file.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}, allow_nan=False) + "\n")
+        self.file.flush()
+
     def close(self) -> None:
         self.file.close()
         self.inner.close()
@@ -205,15 +213,36 @@ def _trainer_class() -> type:
             _STEP_LOSSES.append(loss.detach())  # read only if the gradient norm is not finite: no sync here
             return loss
 
+        familyc_evaluation: Any = None
+        """familyc.backend.stage_eval.StageEvaluation, or None: no held-out evaluation during this stage."""
+
         def train_step(self, *args: Any, **kwargs: Any) -> None:
             global _STEP
             _STEP = self.step
             _STEP_LOSSES.clear()
+            if self.step == 1:  # a fresh start (a resumed stage starts after its checkpoint's step)
+                _evaluate(self, 0)
             super().train_step(*args, **kwargs)
             if self.step == self.job_config.training.steps:  # before the final checkpoint is saved
                 _record_data_position(self, os.environ.get(DATA_END_ENV))
+            _evaluate(self, self.step)
 
     return FamilycTrainer
+
+
+def _evaluate(trainer: Any, step: int) -> None:
+    """The held-out evaluation due after `step` (every rank evaluates; rank 0 writes the record)."""
+    evaluation = trainer.familyc_evaluation
+    if evaluation is None or not evaluation.due(step):
+        return
+    from torchtitan.tools.logging import logger
+
+    record = evaluation.record(step, trainer.model_parts, trainer.device)
+    writer = trainer.metrics_processor.logger
+    if isinstance(writer, JsonlMetrics):
+        writer.write(record)
+    logger.info(f"familyc stage: step {step} held-out loss {record['heldout_loss']:.4f} "
+                f"({record['tokens']} tokens, {record['seconds']:.2f}s)")
 
 
 _STEP = 0
@@ -285,6 +314,7 @@ def run(argv: list[str]) -> int:
     from torchtitan.models.llama3 import llama3_args
     from torchtitan.tools.logging import init_logger, logger
 
+    from familyc.backend import stage_eval
     from familyc.errors import FamilycError
 
     try:
@@ -314,6 +344,12 @@ def run(argv: list[str]) -> int:
                                             num_flops_per_token=processor.num_flops_per_token,
                                             peak_flops=None if on_cpu else processor.gpu_peak_flops,
                                             world_size=torch.distributed.get_world_size())
+        try:
+            trainer.familyc_evaluation = stage_eval.from_environment(
+                config, num_flops_per_token=trainer.metrics_processor.num_flops_per_token)
+        except (OSError, ValueError) as exc:
+            print(f"familyc stage: cannot evaluate the held-out split during training: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
         _start_data_at(trainer, os.environ.get(DATA_START_ENV))
         trainer.train()
     except NonFiniteLossError as exc:

@@ -18,6 +18,14 @@ class ReportFormat(StrEnum):
     html = "html"
 
 
+class HeldoutPartOption(StrEnum):
+    """familyc.enums.HeldoutPart, as typer needs it."""
+
+    all = "all"
+    validation = "validation"
+    test = "test"
+
+
 @app.command()
 @command
 def report(
@@ -27,12 +35,17 @@ def report(
                                        help="Write the report and its plots here (default: RUN_DIR/report)."),
     no_eval: bool = typer.Option(False, "--no-eval", help="Skip the held-out evaluation (no models are loaded)."),
     max_tokens: int = typer.Option(32_768, "--heldout-tokens", min=256, help="Held-out tokens to evaluate on."),
+    part: HeldoutPartOption = typer.Option(HeldoutPartOption.all, "--heldout-part",
+                                     help="all of the held-out documents, or one half of them: choose "
+                                          "configurations on validation, report on test."),
 ) -> None:
     """Predicted against actual compute per step, held-out loss, KL between members, plots."""
+    from familyc.enums import heldout_part
     from familyc.report.collect import collect
     from familyc.report.publish import publish
 
-    published = publish(collect(run_dir, evaluate=not no_eval, max_tokens=max_tokens), output or run_dir / "report")
+    report = collect(run_dir, evaluate=not no_eval, max_tokens=max_tokens, part=heldout_part(part.value))
+    published = publish(report, output or run_dir / "report")
     if fmt is ReportFormat.json:
         typer.echo(published.json, nl=False)
     elif fmt is ReportFormat.markdown:

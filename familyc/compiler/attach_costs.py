@@ -3,7 +3,10 @@
 Needs: `steps`, `baseline`. Adds: `plan` (its plan_id is set once the last pass is done).
 - A train step's FLOPs are its tokens x its member's FLOPs per token (familyc.cost.flops,
   torchtitan's formula; the same function turns measured tokens into actual FLOPs).
-- Its time is FLOPs / (devices x peak x MFU); an expand step's time is the bytes it reads and
+- Its held-out evaluations (forward only, a third of the training FLOPs per token) are counted apart, in the
+  step's eval.flops and the totals' *_eval_flops, never in the FLOPs the saving compares; their time is in the
+  step's time.
+- Its time is (training + evaluation FLOPs) / (devices x peak x MFU); an expand step's time is the bytes it reads and
   writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting. With a calibration
   profile (familyc.cost.calibration) the MFU is the measured one and each training stage adds
   the measured start-up.
@@ -25,7 +28,7 @@ from familyc.compiler.state import Compilation
 from familyc.cost import COST_MODEL_VERSION
 from familyc.cost.accelerators import accelerator
 from familyc.cost.calibration import shape_key
-from familyc.cost.flops import FLOPS_FORMULA, FLOPS_FORMULA_SOURCE, train_flops
+from familyc.cost.flops import FLOPS_FORMULA, FLOPS_FORMULA_SOURCE, eval_flops, train_flops
 from familyc.cost.time import gpu_hours, io_seconds, train_seconds
 from familyc.plan.ir import (
     SCHEMA_VERSION,
@@ -36,15 +39,14 @@ from familyc.plan.ir import (
     ClusterPlan,
     CostModelRef,
     DataPlan,
-    ExpandStep,
     FamilyRef,
     OptimizerPlan,
     Plan,
     TokenizerPlan,
     Totals,
     TrainingPlan,
-    TrainStep,
 )
+from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.spec.model import FamilySpec
 
 
@@ -55,13 +57,16 @@ def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float]) -> Tra
     peak = accelerator(cluster.accelerator).peak(spec.training.precision)
     member = c.member(step.member)
     flops = train_flops(member.flops_per_token, step.tokens)
+    evaluation = None if step.eval is None else replace(
+        step.eval, flops=step.eval.evaluations * eval_flops(member.flops_per_token, step.eval.tokens))
     mfu = c.profile.mfu_for(shape_key(member), step.devices) if c.profile else cluster.mfu
-    seconds = train_seconds(flops, devices=step.devices, peak_flops=peak, mfu=mfu)
+    seconds = train_seconds(flops + (evaluation.flops if evaluation else 0), devices=step.devices, peak_flops=peak,
+                            mfu=mfu)
     if c.profile:
         seconds += c.profile.stage_overhead_seconds
     raw[step.id] = seconds
     return replace(step, mfu=mfu, flops_per_step=train_flops(member.flops_per_token, step.batch_tokens), flops=flops,
-                   **_allocation(seconds, spec))
+                   eval=evaluation, **_allocation(seconds, spec))
 
 
 def _costed_expand(step: ExpandStep, c: Compilation, raw: dict[str, float]) -> ExpandStep:
@@ -120,6 +125,8 @@ def attach_costs(c: Compilation) -> Compilation:
         predicted_seconds=round(prog_seconds, 1), predicted_gpu_hours=round(prog_hours, 3),
         predicted_cost_usd=round(prog_hours * price, 2), independent_seconds=round(ind_seconds, 1),
         independent_gpu_hours=round(ind_hours, 3), independent_cost_usd=round(ind_hours * price, 2),
+        progressive_eval_flops=sum(s.eval.flops for s in steps if isinstance(s, TrainStep) and s.eval),
+        independent_eval_flops=sum(b.train.eval.flops for b in baseline_members if b.train.eval),
     )
     baseline = Baseline(members=tuple(baseline_members), flops=ind_flops, predicted_seconds=round(ind_seconds, 1),
                         gpu_hours=round(ind_hours, 3), cost_usd=round(ind_hours * price, 2))

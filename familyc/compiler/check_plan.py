@@ -16,7 +16,8 @@ from familyc import units
 from familyc.compiler.state import Compilation
 from familyc.errors import Diagnostic, SpecError
 from familyc.growth.feasibility import BREAKING
-from familyc.plan.ir import ExpandStep, MemberPlan, TrainStep
+from familyc.plan.ir import MemberPlan
+from familyc.plan.steps import ExpandStep, TrainStep
 
 MIN_USEFUL_STEPS = 10
 

@@ -243,6 +243,13 @@ class _Checker:
                            f"micro_batch_size {micro} does not divide the {sequences // devices} sequences per device"
                            + ("" if path[0] == "training" else f" of member {_who}"), "use a divisor, or auto")
 
+    def evaluation(self) -> None:
+        e = self.spec.training.eval
+        if e.enabled and not 0 < e.tokens <= MAX_BATCH_TOKENS:
+            self.error(("training", "eval", "tokens"), f"{e.tokens:,} held-out tokens per evaluation is out of range",
+                       "give at least one sequence (it is rounded up to whole sequences for every device), at most "
+                       f"{MAX_BATCH_TOKENS:,}; to evaluate nothing during training, write interval: none")
+
     def cluster(self) -> None:
         c = self.spec.cluster
         acc = accelerator(c.accelerator)
@@ -274,6 +281,7 @@ class _Checker:
         self.budget()
         self.lr()
         self.batches()
+        self.evaluation()
         self.cluster()
         self.tokenizer()
         return self.out

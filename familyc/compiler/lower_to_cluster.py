@@ -14,6 +14,7 @@ with costs still zero. Per train step:
 - the LR schedule: warmup (steps, or a fraction of the stage), then the decay; after a growth the
   warmup and the peak follow the growth step's lr policy (growth[].lr: warmup none / steps / fraction,
   peak_factor), else lr.schedule (restarted only when restart_warmup);
+- the held-out evaluation: step 0, every training.eval.interval steps (auto: 5% of the stage) and the last;
 - the data: with data.progressive_stages = continue, each progressive stage starts reading where
   the one before it stopped (so the family sees no text twice while the corpus lasts).
 """
@@ -29,10 +30,14 @@ from familyc.cost.params import count_params
 from familyc.cost.storage import member_checkpoint_bytes
 from familyc.enums import AC_MODES, ActivationCheckpointing
 from familyc.growth.feasibility import assess_growth
-from familyc.plan.ir import BaselineMember, ExpandStep, LRAfterGrowth, MemberPlan, Memory, Schedule, TrainStep
+from familyc.plan.ir import BaselineMember, MemberPlan
+from familyc.plan.steps import EvalPlan, ExpandStep, LRAfterGrowth, Memory, Schedule, TrainStep, evaluated_steps
 from familyc.spec.model import FamilySpec, GrowthSpec
 
 DEFAULT_WARMUP_FRACTION = 0.05
+AUTO_EVAL_FRACTION = 0.05
+"""training.eval.interval auto: evaluate every 5% of a stage (about 20 points per curve, at most 5% of its steps
+apart), so a rise after growth of a few steps' length shows up."""
 
 
 def device_memory(spec: FamilySpec) -> int:
@@ -103,6 +108,19 @@ def schedule_for(spec: FamilySpec, num_steps: int, *, growth: GrowthSpec | None)
                      min_lr_factor=s.min_lr_factor), warmup)
 
 
+def eval_plan(spec: FamilySpec, member: MemberPlan, num_steps: int) -> EvalPlan | None:
+    """The stage's held-out evaluation (FLOPs still zero): training.eval's interval (auto: 5% of the stage's steps,
+    at least 1) and tokens rounded up to whole sequences on every device. None where there is nothing to
+    evaluate on: familyc makes a held-out split of builtin and local data, not of a Hugging Face dataset."""
+    e = spec.training.eval
+    if not e.enabled or spec.data.kind == "hf":
+        return None
+    interval = e.interval if e.interval is not None else max(1, int(AUTO_EVAL_FRACTION * num_steps))
+    unit = member.seq_len * spec.cluster.devices
+    tokens = -(-e.tokens // unit) * unit
+    return EvalPlan(interval=interval, tokens=tokens, evaluations=len(evaluated_steps(num_steps, interval)), flops=0)
+
+
 def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requested: int,
                 growth: GrowthSpec | None, init_from: str | None, warnings: list[str]) -> TrainStep:
     spec = c.spec
@@ -126,6 +144,7 @@ def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requ
         global_batch_size=sequences, local_batch_size=micro, grad_accum=per_device // micro, devices=devices,
         nodes=spec.cluster.nodes, fsdp_degree=devices, precision=spec.training.precision,
         activation_checkpointing=ac_mode, max_lr=max_lr, schedule=schedule, memory=memory,
+        eval=eval_plan(spec, member, num_steps),
     )
 
 

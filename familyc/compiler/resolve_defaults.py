@@ -21,6 +21,7 @@ from familyc.spec.model import (
     BudgetSpec,
     ClusterSpec,
     DatasetSpec,
+    EvalSpec,
     FamilySpec,
     GrowthLR,
     GrowthSpec,
@@ -190,12 +191,15 @@ def _build(r: _Reader) -> FamilySpec:
         ),
     )
     t = d["training"]
-    o = t["optimizer"]
+    o, e = t["optimizer"], t["eval"]
     training = TrainingSpec(
         batch_tokens=r.count(("training", "batch_tokens"), "batch_tokens") or 0,
         micro_batch_size=None if t["micro_batch_size"] == "auto" else t["micro_batch_size"],
         precision=t["precision"], compile=t["compile"], activation_checkpointing=t["activation_checkpointing"],
         checkpoint_interval=t["checkpoint_interval"], log_interval=t["log_interval"], seed=t["seed"],
+        eval=EvalSpec(enabled=e["interval"] != "none",
+                      interval=e["interval"] if isinstance(e["interval"], int) else None,
+                      tokens=r.count(("training", "eval", "tokens"), "tokens") or 0),
         optimizer=OptimizerSpec(weight_decay=float(o["weight_decay"]), beta1=float(o["beta1"]),
                                 beta2=float(o["beta2"]),
                                 eps=r.required_number(("training", "optimizer", "eps"), "eps"),

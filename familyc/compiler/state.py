@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from familyc.cost.calibration import Profile
-from familyc.plan.ir import BaselineMember, ExpandStep, MemberPlan, Plan, SpecRef, TrainStep
+from familyc.plan.ir import BaselineMember, MemberPlan, Plan, SpecRef
+from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.spec.loader import LoadedDocument
 from familyc.spec.model import FamilySpec
 

@@ -28,3 +28,12 @@ def flops_per_token(shape: ModelShape, params: ParamCount, seq_len: int) -> int:
 def train_flops(flops_per_token: int, tokens: int) -> int:
     """Compute of training on `tokens` tokens: the one formula for predicted and actual."""
     return flops_per_token * tokens
+
+
+def eval_flops(flops_per_token: int, tokens: int) -> int:
+    """Compute of evaluating (forward only) `tokens` tokens, with the training formula's FLOPs per token.
+
+    Both of that formula's terms are 2 FLOPs per multiply-add forward and 4 backward (6 per parameter,
+    12 = 3 x 4 for attention), so the forward pass is exactly one third of it; flops_per_token is always a
+    multiple of 6, so the division is exact."""
+    return flops_per_token // 3 * tokens

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from familyc.data.bpe import BOS, EOS, build_bpe_tokenizer, count_tokens, read_texts
+from familyc.enums import HeldoutPart
 from familyc.errors import FamilycError
 from familyc.files import atomic_folder, atomic_write, sha256_file
 
@@ -144,6 +145,19 @@ def split_of(text: str, *, heldout_fraction: float, seed: int) -> str:
     """`heldout` or `train`, from the first 64 bits of sha256(seed, text) as a fraction of 2^64."""
     digest = hashlib.sha256(f"{seed}\0{text}".encode("utf-8", "surrogatepass")).digest()
     return "heldout" if int.from_bytes(digest[:8], "big") < heldout_fraction * 2**64 else "train"
+
+
+VALIDATION_SEED = 1
+"""The hash seed of the validation/test halves (the held-out split itself is seed 0's)."""
+
+
+def in_heldout_part(text: str, part: HeldoutPart) -> bool:
+    """Whether a held-out document belongs to `part`: half of them (by sha256 of the text, seeded apart from
+    the held-out split's own hash) are validation, the others test."""
+    if part == "all":
+        return True
+    validation = split_of(text, heldout_fraction=0.5, seed=VALIDATION_SEED) == "heldout"
+    return validation == (part == "validation")
 
 
 def build_stdlib_docstrings(out_dir: Path | str, heldout_fraction: float = 0.05, seed: int = 0) -> CorpusStats:

@@ -36,6 +36,8 @@ class DataInputs:
     dataset_path: Path
     tokenizer_path: Path
     offline: bool
+    heldout_path: Path | None = None
+    """The held-out split familyc made (None for a Hugging Face dataset): the stages evaluate on it."""
 
 
 def _local_documents(folder: Path) -> Iterator[str]:
@@ -150,7 +152,7 @@ def prepare_data(plan: Plan, run: RunDir, *, plan_file: Path | None) -> DataInpu
     if data.kind == "path":
         heldout = dataset.parent / "heldout"
     _write_inputs(run, dataset=dataset, tokenizer=tokenizer_dir, heldout=heldout)
-    return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline)
+    return DataInputs(dataset_path=dataset, tokenizer_path=tokenizer_dir, offline=offline, heldout_path=heldout)
 
 
 def _write_inputs(run: RunDir, *, dataset: Path, tokenizer: Path, heldout: Path | None) -> None:

@@ -39,7 +39,8 @@ from familyc.execute.progress import Progress, StageProgress
 from familyc.execute.rundir import RunDir, sidecar_kind
 from familyc.execute.state import RunState, StepState, now
 from familyc.files import sha256_file
-from familyc.plan.ir import ExpandStep, Plan, Step, TrainStep
+from familyc.plan.ir import Plan, Step
+from familyc.plan.steps import ExpandStep, TrainStep
 
 
 @dataclass(kw_only=True, slots=True)
@@ -91,7 +92,7 @@ def on_metrics(progress: Progress) -> Callable[[dict[str, Any]], None]:
     """A stage's metrics lines as progress events."""
     def record(last: dict[str, Any]) -> None:
         step = last.get("step")
-        if not isinstance(step, int):
+        if not isinstance(step, int) or "kind" in last:  # a held-out evaluation's record
             return
         tps, world = last.get("tps"), last.get("world_size") or 1
         progress.stage_progress(step=step, loss=last.get("loss"),
@@ -306,6 +307,10 @@ class Executor:
         summary = stage_metrics.summarize(stage_metrics.read_records(metrics_file), batch_tokens=step.batch_tokens,
                                           peak_flops=self.plan.cluster.peak_flops, completed_steps=step.num_steps)
         out: dict[str, Any] = summary.to_data() if summary else {}
+        evaluations = stage_metrics.read_evaluations(metrics_file)
+        if evaluations:
+            out.update(heldout_first=evaluations[0][1], heldout_final=evaluations[-1][1],
+                       evaluations=len(evaluations), eval_flops=stage_metrics.evaluation_flops(metrics_file))
         wall = self.state.step(step.id).metrics.get("wall_seconds")  # every attempt's, recorded as each ended
         if wall is not None:
             out["wall_seconds"] = wall

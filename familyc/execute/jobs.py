@@ -17,7 +17,8 @@ from familyc.execute.data import DataInputs
 from familyc.execute.launcher import Launch
 from familyc.execute.rundir import DATA_POSITION, RunDir
 from familyc.files import atomic_write
-from familyc.plan.ir import Plan, TrainStep
+from familyc.plan.ir import Plan
+from familyc.plan.steps import TrainStep
 
 JOB_FILE = "job.toml"
 METRICS_FILE = "metrics.jsonl"
@@ -69,7 +70,7 @@ def run_environment(run: RunDir, data: DataInputs, launch: Launch, *, threads: i
     if threads is None and launch.on_cpu:
         threads = cpu_threads(launch.nproc_per_node)
     return RunEnvironment(flavors=run.flavors_path, datasets_cache=run.datasets_cache, offline=data.offline,
-                          threads=threads)
+                          threads=threads, heldout=data.heldout_path)
 
 
 def data_start(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:
@@ -86,5 +87,8 @@ def data_end(run: RunDir, step: TrainStep) -> Path:
 
 
 def stage_environment(plan: Plan, run: RunDir, step: TrainStep, environment: RunEnvironment) -> StageEnvironment:
+    evaluation = step.eval
     return StageEnvironment(run=environment, metrics=run.step_dir(step.id) / METRICS_FILE,
-                            data_end=data_end(run, step), data_start=data_start(plan, run, step))
+                            data_end=data_end(run, step), data_start=data_start(plan, run, step),
+                            eval_interval=evaluation.interval if evaluation else None,
+                            eval_tokens=evaluation.tokens if evaluation else None)

@@ -19,7 +19,8 @@ from familyc.checkpoint import METADATA_FILE
 from familyc.checkpoint.sidecar import MEMBER_SIDECAR, GrowthRecord, Sidecar, write_sidecar
 from familyc.execute.failpoints import failpoint
 from familyc.files import sha256_file
-from familyc.plan.ir import ExpandStep, Plan, TrainStep
+from familyc.plan.ir import Plan
+from familyc.plan.steps import ExpandStep, TrainStep
 
 MEMBER_DTYPE = "float32"
 """Members are saved model-only in fp32 (torchtitan checkpoint.export_dtype, familyc.backend.job)."""

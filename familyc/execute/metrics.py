@@ -15,9 +15,13 @@ from typing import Any
 
 from familyc.cost.flops import train_flops
 
+EVAL_KIND = "eval"
+"""The `kind` of a held-out evaluation's record (familyc.backend.stage_eval); training records have none."""
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every complete JSON line, the last record of each step, in step order. A torn last line is skipped."""
+
+def read_records(path: Path, *, kind: str | None = None) -> list[dict[str, Any]]:
+    """Every complete JSON line of one kind (None: training; EVAL_KIND: held-out evaluations), the last record of
+    each step, in step order. A torn last line is skipped."""
     if not path.is_file():
         return []
     by_step: dict[int, dict[str, Any]] = {}
@@ -26,9 +30,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue  # the line being written when the process died
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record.get("kind") == kind:
             by_step[record["step"]] = record
     return [by_step[s] for s in sorted(by_step)]
+
+
+def read_evaluations(path: Path) -> list[tuple[int, float]]:
+    """(step, held-out loss) of every evaluation a stage recorded, in step order."""
+    return [(r["step"], float(r["heldout_loss"])) for r in read_records(path, kind=EVAL_KIND)
+            if isinstance(r.get("heldout_loss"), int | float)]
+
+
+def evaluation_flops(path: Path) -> int:
+    """FLOPs of the stage's held-out evaluations (each recorded once, however often the stage resumed)."""
+    return sum(int(r.get("flops") or 0) for r in read_records(path, kind=EVAL_KIND))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -30,7 +30,8 @@ from familyc.errors import FamilycError, PlanError
 from familyc.execute.state import RunState, StepState, now
 from familyc.files import atomic_write, sha256_file
 from familyc.plan import ir
-from familyc.plan.ir import ExpandStep, Plan, Step
+from familyc.plan.ir import Plan, Step
+from familyc.plan.steps import ExpandStep
 
 STATE_FILE = "state.json"
 PLAN_FILE = "plan.json"

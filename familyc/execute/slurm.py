@@ -24,7 +24,8 @@ from familyc.execute.executor import ApplyOptions, selected_steps
 from familyc.execute.launcher import DEFAULT_RDZV_PORT
 from familyc.execute.rundir import RunDir
 from familyc.files import atomic_write
-from familyc.plan.ir import Plan, TrainStep
+from familyc.plan.ir import Plan
+from familyc.plan.steps import TrainStep
 
 SCRIPT = "familyc.sbatch"
 SLURM_CPU_THREADS = 1

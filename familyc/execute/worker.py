@@ -22,7 +22,8 @@ from familyc.execute.executor import DISK_HINT, ApplyOptions, disk_problem, sele
 from familyc.execute.progress import Progress, StageProgress
 from familyc.execute.rundir import RunDir
 from familyc.execute.state import RunState
-from familyc.plan.ir import Plan, TrainStep
+from familyc.plan.ir import Plan
+from familyc.plan.steps import TrainStep
 
 POLL_SECONDS = 0.5
 

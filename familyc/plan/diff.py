@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from familyc import units
-from familyc.plan.ir import Plan, Step, TrainStep
+from familyc.plan.ir import Plan, Step
+from familyc.plan.steps import TrainStep
 from familyc.records import to_data
 from familyc.render import Document, Table
 
@@ -23,6 +24,7 @@ _STEP_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("local_batch_size", str), ("grad_accum", str), ("devices", str), ("activation_checkpointing", str),
     ("max_lr", units.lr), ("width", str), ("depth", str), ("gqa", str), ("noise", str), ("exactness", str),
     ("lr_after", lambda v: v.describe()),
+    ("eval", lambda v: "none" if v is None else f"every {v.interval} steps, {units.count(v.tokens)} tokens"),
 )
 _COST_FIELDS = ("flops", "predicted_seconds", "gpu_hours", "cost_usd")
 

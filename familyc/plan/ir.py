@@ -13,33 +13,28 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from familyc.cost.storage import stage_disk_bytes
 from familyc.enums import (
     AcceleratorKey,
-    ActivationCheckpointing,
     BudgetParams,
     BudgetRule,
     DataKind,
-    DecayType,
-    DepthOperator,
-    Exactness,
-    GqaMode,
     OptimizerAfterGrowth,
     Precision,
     ProgressiveStages,
     TokenizerKind,
-    WarmupAfterGrowth,
-    WidthOperator,
 )
 from familyc.errors import PlanError, UsageError
+from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
-(every member at the architecture's eps) are still read: `loads` fills it in."""
+(every member at the architecture's eps) are still read: `loads` fills it in.
+3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -162,115 +157,6 @@ class MemberPlan:
                           ffn_dim=self.ffn_dim, vocab_size=self.vocab_size)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Schedule:
-    """The LR schedule of one stage, in torchtitan 0.2.2's lr_scheduler terms."""
-
-    warmup_steps: int
-    decay_type: DecayType
-    decay_ratio: float | None
-    """None: decay starts right after warmup; otherwise the final fraction of steps (WSD)."""
-    min_lr_factor: float
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Memory:
-    """Predicted bytes per device (see familyc/cost/memory.py)."""
-
-    parameters: int
-    gradients: int
-    optimizer: int
-    working: int
-    activations: int
-    logits: int
-    total: int
-    capacity: int
-    """Usable bytes per device: memory x (1 - headroom)."""
-    fits: bool
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TrainStep:
-    id: str
-    kind: Literal["train"] = "train"
-    member: str
-    source: str | None
-    """The member this one was grown from (None: from scratch)."""
-    init_from: str | None
-    """The expand step whose output initialises the weights (None: random init)."""
-    data_continues_from: str | None = None
-    """The train step whose data position this one starts at (None: the first document)."""
-    tokens: int
-    tokens_requested: int
-    """What the budget rule asked for, before rounding to whole steps."""
-    num_steps: int
-    batch_tokens: int
-    global_batch_size: int
-    """Sequences per optimizer step."""
-    local_batch_size: int
-    """Sequences per device per forward pass (the micro-batch)."""
-    grad_accum: int
-    devices: int
-    nodes: int
-    fsdp_degree: int
-    precision: Precision
-    activation_checkpointing: ActivationCheckpointing
-    max_lr: float
-    schedule: Schedule
-    memory: Memory
-    mfu: float = 0.0
-    """The MFU its predicted time assumes: the spec's, or a calibration profile's measurement."""
-    flops_per_step: int = 0
-    """FLOPs of one optimizer step: batch_tokens x the member's FLOPs per token."""
-    flops: int = 0
-    """FLOPs of the whole stage: tokens x the member's FLOPs per token."""
-    predicted_seconds: float = 0.0
-    gpu_hours: float = 0.0
-    cost_usd: float = 0.0
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class LRAfterGrowth:
-    """The learning-rate policy of the stage a growth step starts (the spec's growth[].lr)."""
-
-    warmup: WarmupAfterGrowth = "schedule"
-    """schedule: lr.schedule's warmup (none when restart_warmup is false); none; steps; fraction."""
-    warmup_value: float | None = None
-    peak_factor: float = 1.0
-    """The stage's peak LR over the member's."""
-
-    def describe(self) -> str:
-        warmup = {"schedule": "warmup as scheduled", "none": "no warmup",
-                  "steps": f"warmup {self.warmup_value:g} steps" if self.warmup_value is not None else "",
-                  "fraction": f"warmup {self.warmup_value:g} of the stage" if self.warmup_value is not None else ""}
-        return f"{warmup[self.warmup]}, peak x{self.peak_factor:g}"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ExpandStep:
-    id: str
-    kind: Literal["expand"] = "expand"
-    member: str
-    """The member the expansion produces."""
-    source: str
-    """The member it grows (the weights of its progressive train step)."""
-    width: WidthOperator
-    depth: DepthOperator
-    gqa: GqaMode
-    noise: float
-    seed: int
-    exactness: Exactness
-    reasons: tuple[str, ...]
-    summary: str
-    optimizer_state: OptimizerAfterGrowth
-    lr_after: LRAfterGrowth = LRAfterGrowth()
-    """How the grown member's stage starts: its warmup and its peak (the train step shows the result)."""
-    bytes_read: int
-    bytes_written: int
-    flops: int = 0
-    predicted_seconds: float = 0.0
-    gpu_hours: float = 0.0
-    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -316,6 +202,9 @@ class Totals:
     independent_seconds: float
     independent_gpu_hours: float
     independent_cost_usd: float
+    progressive_eval_flops: int = 0
+    """Held-out evaluation during the progressive stages (apart from progressive_flops)."""
+    independent_eval_flops: int = 0
 
 
 Step = TrainStep | ExpandStep
@@ -453,7 +342,7 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
-READABLE_VERSIONS = (1, SCHEMA_VERSION)
+READABLE_VERSIONS = (1, 2, SCHEMA_VERSION)
 
 
 def _upgraded(data: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from familyc import units
-from familyc.plan.ir import ExpandStep, Plan, TrainStep
+from familyc.plan.ir import Plan
+from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.render import Document, Table
 
 
@@ -14,6 +15,24 @@ def _train_row(index: str, step: TrainStep) -> tuple[str, ...]:
         units.gib(step.memory.total), units.flops(step.flops), units.seconds(step.predicted_seconds),
         units.hours(step.gpu_hours), units.money(step.cost_usd),
     )
+
+
+def _evaluation(plan: Plan) -> str:
+    """The facts line of the stages' held-out evaluation."""
+    stages = [*plan.train_steps(), *(b.train for b in plan.baseline.members)]
+    evaluated = [s for s in stages if s.eval is not None]
+    if not evaluated:
+        why = ("familyc makes no held-out split of a Hugging Face dataset" if plan.data.kind == "hf"
+               else "training.eval.interval is none")
+        return f"held-out evaluation during training: none ({why})"
+    t = plan.totals
+    intervals = ", ".join(f"{s.member} {s.eval.interval}" for s in plan.train_steps() if s.eval is not None)
+    tokens = sorted({s.eval.tokens for s in evaluated if s.eval is not None})
+    share = t.progressive_eval_flops / t.progressive_flops if t.progressive_flops else 0.0
+    return (f"held-out evaluation in every stage: step 0, every N steps ({intervals}) and the last, "
+            f"{' or '.join(units.count(n) for n in tokens)} tokens each; {units.flops(t.progressive_eval_flops)} "
+            f"progressive ({units.percent(share)} of its training), {units.flops(t.independent_eval_flops)} "
+            "independent, counted apart from the FLOPs compared")
 
 
 STEP_HEADERS = ("#", "step", "from", "tokens", "steps", "max LR", "batch", "micro x accum", "AC", "mem/device",
@@ -45,6 +64,7 @@ def plan_document(plan: Plan) -> Document:
            "each restart at the first document"),
         f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; "
         f"cost model v{plan.cost_model.version})",
+        _evaluation(plan),
     )
     members = Table(
         title="Members",

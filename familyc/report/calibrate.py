@@ -10,7 +10,7 @@ from familyc.cost.calibration import SHAPE_FIELDS, write_profile
 from familyc.enums import COMPLETED
 from familyc.errors import FamilycError
 from familyc.execute.rundir import open_existing
-from familyc.plan.ir import TrainStep
+from familyc.plan.steps import TrainStep
 
 
 def calibrate(run_dir: Path, output: Path) -> dict[str, Any]:

@@ -11,14 +11,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from familyc.enums import COMPLETED, Family, StepKind, StepStatus
+from familyc.enums import COMPLETED, Family, HeldoutPart, StepKind, StepStatus
 from familyc.errors import FamilycError
 from familyc.execute import metrics as stage_metrics
 from familyc.execute.data import heldout_dir, run_tokenizer_dir
 from familyc.execute.jobs import METRICS_FILE
 from familyc.execute.rundir import RunDir, open_existing
 from familyc.execute.state import RunState
-from familyc.plan.ir import ExpandStep, Plan, Step
+from familyc.plan.ir import Plan, Step
+from familyc.plan.steps import ExpandStep
 from familyc.report.quality import Evaluator, available_weights
 
 REPORT_SCHEMA_VERSION = 1
@@ -47,6 +48,9 @@ class StepRow:
     first_loss: float | None
     final_loss: float | None
     num_flops_per_token: int | None
+    predicted_eval_flops: int = 0
+    """Held-out evaluation during the stage (apart from its training FLOPs)."""
+    actual_eval_flops: int | None = None
 
     @property
     def errors(self) -> dict[str, float | None]:
@@ -89,6 +93,43 @@ class GrowthQuality:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class HeadStart:
+    """What a grown member kept of its growth, from its stage's held-out curve (training.eval)."""
+
+    step: str
+    """The train step of the grown member."""
+    growth: str
+    """The expand step that made its initial weights."""
+    loss_at_start: float
+    """Held-out loss at step 0 (before any update): the grown weights' (the source's, if the growth is exact)."""
+    peak_loss: float
+    """The highest held-out loss after step 0."""
+    peak_step: int
+    tokens_to_recover: int | None
+    """Training tokens until the held-out loss is first below its step-0 value again (None: never in the stage)."""
+    final_loss: float
+    evaluations: int
+
+    @property
+    def peak_rise(self) -> float:
+        """How far above its step-0 value the held-out loss rose (0 when it never did)."""
+        return max(0.0, self.peak_loss - self.loss_at_start)
+
+
+def head_start(curve: list[tuple[int, float]], *, step: str, growth: str, batch_tokens: int) -> HeadStart | None:
+    """The head start of one grown stage from its (step, held-out loss) curve; None without a step-0 point and at
+    least one after it."""
+    if len(curve) < 2 or curve[0][0] != 0:
+        return None
+    start = curve[0][1]
+    peak_step, peak = max(curve[1:], key=lambda point: point[1])
+    recovered = next((s for s, loss in curve[1:] if loss < start), None)
+    return HeadStart(step=step, growth=growth, loss_at_start=start, peak_loss=peak, peak_step=peak_step,
+                     tokens_to_recover=None if recovered is None else recovered * batch_tokens,
+                     final_loss=curve[-1][1], evaluations=len(curve))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PairKL:
     small: str
     large: str
@@ -109,6 +150,10 @@ class RunReport:
     missing: tuple[str, ...]
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """Training loss against cumulative FLOPs, per member and baseline (for the plots)."""
+    heldout_curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    """(step, held-out loss) of every stage that evaluated during training (training.eval), by train step id."""
+    head_starts: tuple[HeadStart, ...] = ()
+    """One per grown stage with a held-out curve."""
 
     @property
     def complete(self) -> bool:
@@ -132,6 +177,8 @@ class RunReport:
             "independent_actual_flops": ind_flops if ind_done else None,
             "savings_planned": t.savings_fraction,
             "savings_measured": (1 - prog_flops / ind_flops) if (measured and ind_done and ind_flops) else None,
+            "predicted_eval_flops": t.progressive_eval_flops,
+            "actual_eval_flops": sum(s.actual_eval_flops or 0 for s in prog) if measured else None,
             "mfu_assumed": self.plan.cluster.mfu,
             "mfu_measured": (sum(m * f for m, f in mfus) / sum(f for _, f in mfus)) if mfus else None,
         }
@@ -148,6 +195,8 @@ class RunReport:
             "kl": [asdict(k) for k in self.kl],
             "kl_independent": [asdict(k) for k in self.kl_independent],
             "heldout": self.heldout,
+            "heldout_curves": {k: [list(p) for p in v] for k, v in self.heldout_curves.items()},
+            "head_starts": [{**asdict(h), "peak_rise": h.peak_rise} for h in self.head_starts],
             "totals": self.totals(),
         }
 
@@ -177,7 +226,8 @@ def _step_row(plan: Plan, run: RunDir, state: RunState, step: Step, family: Fami
         actual_seconds=m.get("wall_seconds") if done else None, train_seconds=m.get("train_seconds"),
         predicted_tokens_per_second=predicted_tps, actual_tokens_per_second=m.get("tokens_per_second"),
         mfu=m.get("mfu") if known_peak else None, first_loss=m.get("first_loss"), final_loss=m.get("final_loss"),
-        num_flops_per_token=m.get("num_flops_per_token"))
+        num_flops_per_token=m.get("num_flops_per_token"), predicted_eval_flops=step.eval.flops if step.eval else 0,
+        actual_eval_flops=m.get("eval_flops") if done else None)
 
 
 def _curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[float, float]]]:
@@ -198,8 +248,9 @@ def _curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[float, float]]]:
     return curves
 
 
-def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768) -> RunReport:
-    """The report of a run directory; `evaluate=False` skips the held-out evaluation (no torch needed)."""
+def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768, part: HeldoutPart = "all") -> RunReport:
+    """The report of a run directory; `evaluate=False` skips the held-out evaluation (no torch needed); `part`:
+    the held-out documents evaluated (familyc.enums.HeldoutPart)."""
     run, plan, state = open_existing(run_dir)
     steps = [_step_row(plan, run, state, s, "progressive") for s in plan.steps]
     baseline_ran = any(state.steps.get(b.train.id) and state.step(b.train.id).status != "pending"
@@ -208,19 +259,29 @@ def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768) -
         steps += [_step_row(plan, run, state, b.train, "independent") for b in plan.baseline.members]
     missing = [f"{s.id} is {s.status}" for s in steps if s.status != COMPLETED]
     members, growth, kl, kl_ind, heldout = _quality(plan, run, state, evaluate=evaluate, max_tokens=max_tokens,
-                                                    missing=missing)
+                                                    part=part, missing=missing)
+    heldout_curves = _heldout_curves(plan, run)
+    starts = (head_start(heldout_curves.get(s.id, []), step=s.id, growth=s.init_from, batch_tokens=s.batch_tokens)
+              for s in plan.train_steps() if s.init_from is not None)
     return RunReport(run_dir=str(run_dir), plan=plan, steps=tuple(steps), members=members, growth=growth, kl=kl,
-                     kl_independent=kl_ind, heldout=heldout, missing=tuple(missing), curves=_curves(plan, run))
+                     kl_independent=kl_ind, heldout=heldout, missing=tuple(missing), curves=_curves(plan, run),
+                     heldout_curves=heldout_curves, head_starts=tuple(h for h in starts if h is not None))
 
 
-def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_tokens: int,
+def _heldout_curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[int, float]]]:
+    stages = [*plan.train_steps(), *(b.train for b in plan.baseline.members)]
+    curves = {s.id: stage_metrics.read_evaluations(run.step_dir(s.id) / METRICS_FILE) for s in stages}
+    return {k: v for k, v in curves.items() if v}
+
+
+def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_tokens: int, part: HeldoutPart,
              missing: list[str]) -> tuple[tuple[MemberQuality, ...], tuple[GrowthQuality, ...], tuple[PairKL, ...],
                                          tuple[PairKL, ...], dict[str, Any]]:
     weights = available_weights(plan, run, state)
     evaluator = None
     heldout: dict[str, Any] = {}
     if evaluate and weights:
-        evaluator, heldout = _evaluator(plan, run, max_tokens, missing)
+        evaluator, heldout = _evaluator(plan, run, max_tokens, part, missing)
     if evaluator is None:
         missing.append("held-out evaluation (not run)" if not evaluate else "held-out evaluation (no weights)")
 
@@ -252,8 +313,8 @@ def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_to
     return members, tuple(growth), pairs(baseline=False), pairs(baseline=True), heldout
 
 
-def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> tuple[Evaluator | None,
-                                                                                      dict[str, Any]]:
+def _evaluator(plan: Plan, run: RunDir, max_tokens: int, part: HeldoutPart,
+               missing: list[str]) -> tuple[Evaluator | None, dict[str, Any]]:
     folder = heldout_dir(plan, run)
     try:
         tokenizer: Path | None = run_tokenizer_dir(plan, run)
@@ -263,9 +324,9 @@ def _evaluator(plan: Plan, run: RunDir, max_tokens: int, missing: list[str]) -> 
         missing.append("held-out evaluation (this run's data has no held-out split familyc made)")
         return None, {}
     try:
-        evaluator = Evaluator(plan, run, folder, tokenizer, max_tokens=max_tokens)
+        evaluator = Evaluator(plan, run, folder, tokenizer, max_tokens=max_tokens, part=part)
     except ImportError as exc:  # the planning-only install has no torch
         missing.append(f"held-out evaluation (needs the train extra: {exc.name})")
         return None, {}
-    return evaluator, {"path": run.relative(folder), "tokens": evaluator.heldout.tokens,
+    return evaluator, {"path": run.relative(folder), "part": part, "tokens": evaluator.heldout.tokens,
                        "documents": evaluator.heldout.documents}

@@ -18,7 +18,8 @@ from familyc.execute.data import run_tokenizer_dir
 from familyc.execute.grow import check_members
 from familyc.execute.rundir import RunDir, open_existing
 from familyc.execute.state import RunState
-from familyc.plan.ir import Plan, TrainStep
+from familyc.plan.ir import Plan
+from familyc.plan.steps import TrainStep
 from familyc.report.quality import cached_heldout_loss
 
 if TYPE_CHECKING:  # torch is imported only when an export runs

@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: no display, the same bytes everywhere
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from familyc.report.collect import RunReport  # noqa: E402
@@ -46,12 +47,50 @@ def loss_vs_flops(report: RunReport, path: Path) -> Path:
             end = sum(s.flops for s in plan.steps[: plan.steps.index(step) + 1])
             ax.plot([end], [member.heldout_loss], marker="o", color="black", markersize=4)
     ax.set_xscale("log")
-    ax.set_xlabel("cumulative training FLOPs (torchtitan's formula)")
-    ax.set_ylabel("training loss (dots: held-out loss)")
-    ax.set_title(f"{report.plan.family.name}: progressive vs independent")
+    return _against_flops(fig, ax, path, xlabel="cumulative training FLOPs (torchtitan's formula)",
+                          ylabel="training loss (dots: held-out loss)",
+                          title=f"{report.plan.family.name}: progressive vs independent")
+
+
+def _against_flops(fig: Figure, ax: Axes, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
+    """The labels, grid and legend of a loss-against-FLOPs figure; written to `path`."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
+
+
+def heldout_vs_flops(report: RunReport, path: Path) -> Path:
+    """The paper's picture on held-out text: each stage's held-out curve (training.eval) against cumulative
+    training FLOPs. A progressive stage starts where the stages before it ended (the family's compute so far), an
+    independent member at 0; one colour per member, solid progressive, dashed independent."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    plan = report.plan
+    colours = {m.name: f"C{i % 10}" for i, m in enumerate(plan.members)}
+    offset = 0
+    for step in plan.train_steps():
+        _heldout_curve(ax, report.heldout_curves.get(step.id), offset, step.flops_per_step, colours[step.member],
+                       f"progressive {step.member}", "-")
+        offset += step.flops
+    for b in plan.baseline.members:
+        _heldout_curve(ax, report.heldout_curves.get(b.train.id), 0, b.train.flops_per_step, colours[b.name],
+                       f"independent {b.name}", "--")
+    ax.set_xscale("symlog", linthresh=max(1.0, min((s.flops_per_step for s in plan.train_steps()), default=1)))
+    return _against_flops(fig, ax, path,
+                          xlabel="cumulative training FLOPs (torchtitan's formula; progressive: the family's so far)",
+                          ylabel="held-out loss (nats per token)",
+                          title=f"{plan.family.name}: held-out loss, progressive vs independent")
+
+
+def _heldout_curve(ax: Axes, curve: list[tuple[int, float]] | None, offset: int, flops_per_step: int, colour: str,
+                   label: str, style: str) -> None:
+    if not curve:
+        return
+    xs = [offset + s * flops_per_step for s, _ in curve]
+    ax.plot(xs, [loss for _, loss in curve], linestyle=style, color=colour, linewidth=1.2, marker=".",
+            markersize=3, label=label)
 
 
 def predicted_vs_actual(report: RunReport, path: Path) -> Path:
@@ -97,6 +136,8 @@ def write_plots(report: RunReport, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = {"loss_vs_flops": loss_vs_flops(report, folder / "loss_vs_flops.png"),
            "predicted_vs_actual": predicted_vs_actual(report, folder / "predicted_vs_actual.png")}
+    if report.heldout_curves:
+        out["heldout_vs_flops"] = heldout_vs_flops(report, folder / "heldout_vs_flops.png")
     if report.kl:
         out["kl"] = kl_pairs(report, folder / "kl_adjacent.png")
     return out

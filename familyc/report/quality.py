@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from familyc.checkpoint.sidecar import SIDECAR_FILES, SidecarKind, sidecar_files
-from familyc.enums import COMPLETED
+from familyc.enums import COMPLETED, HeldoutPart
 from familyc.errors import CheckpointError
 from familyc.execute.rundir import RunDir, sidecar_kind
 from familyc.execute.state import RunState
@@ -63,12 +63,13 @@ def available_weights(plan: Plan, run: RunDir, state: RunState) -> dict[str, Wei
 class Evaluator:
     """Held-out loss and KL with a cache; models are loaded once each and kept while needed."""
 
-    def __init__(self, plan: Plan, run: RunDir, heldout_dir: Path, tokenizer_dir: Path, *, max_tokens: int) -> None:
+    def __init__(self, plan: Plan, run: RunDir, heldout_dir: Path, tokenizer_dir: Path, *, max_tokens: int,
+                 part: HeldoutPart = "all") -> None:
         from familyc.backend.evaluate import load_heldout
 
         seq_len = plan.architecture.seq_len
         self.plan, self.run = plan, run
-        self.heldout = load_heldout(heldout_dir, tokenizer_dir, seq_len=seq_len, max_tokens=max_tokens)
+        self.heldout = load_heldout(heldout_dir, tokenizer_dir, seq_len=seq_len, max_tokens=max_tokens, part=part)
         text_digest = hashlib.sha256(self.heldout.windows.numpy().tobytes()).hexdigest()
         self.cache_path = cache_path(run)
         self.cache: dict[str, Any] = {"version": CACHE_VERSION, "heldout": text_digest, "loss": {}, "kl": {}}

@@ -32,7 +32,9 @@ def report_document(report: RunReport, *, plots: dict[str, Path] | None = None) 
         f"assumed MFU {units.percent(plan.cluster.mfu)}"
         + (f", measured {units.percent(totals['mfu_measured'])}" if totals["mfu_measured"] is not None else ""),
         f"held-out: {report.heldout['tokens']:,} tokens of {report.heldout['documents']} documents never trained on "
-        f"({report.heldout['path']})" if report.heldout else "held-out: not evaluated",
+        f"({report.heldout['path']}" + ("" if report.heldout.get("part", "all") == "all"
+                                        else f", its {report.heldout['part']} half") + ")"
+        if report.heldout else "held-out: not evaluated",
     ]
     steps = Table(
         title="Steps: predicted vs actual",
@@ -62,6 +64,15 @@ def report_document(report: RunReport, *, plots: dict[str, Path] | None = None) 
                     f"{g.loss_after - g.loss_before:+.2e}" if g.loss_after is not None and g.loss_before is not None
                     else "", _loss(g.first_train_loss)) for g in report.growth),
         right=frozenset({2, 3, 4, 5}))
+    head = Table(
+        title="Head start: each grown member's held-out loss during its stage",
+        headers=("step", "grown by", "at step 0", "peak after step 0", "rise", "back below step 0 after",
+                 "final", "evaluations"),
+        rows=tuple((h.step, h.growth, _loss(h.loss_at_start), f"{h.peak_loss:.4f} (step {h.peak_step})",
+                    f"{h.peak_rise:+.4f}", "never" if h.tokens_to_recover is None
+                    else f"{units.count(h.tokens_to_recover)} tokens", _loss(h.final_loss), str(h.evaluations))
+                   for h in report.head_starts),
+        right=frozenset({2, 3, 4, 5, 6, 7}))
     independent = {(k.small, k.large): k for k in report.kl_independent}
     kl = Table(
         title="KL between adjacent members (held-out, nats per token)",
@@ -80,11 +91,16 @@ def report_document(report: RunReport, *, plots: dict[str, Path] | None = None) 
         saving.append(f"progressive compute: predicted {units.flops(totals['predicted_flops'])} FLOPs, actual "
                       f"{units.flops(totals['actual_flops'])}; predicted {units.seconds(totals['predicted_seconds'])}, "
                       f"actual {units.seconds(totals['actual_seconds'])}")
+    if totals["actual_eval_flops"] is not None and totals["predicted_eval_flops"]:
+        saving.append(f"held-out evaluation during training (not in the FLOPs above): predicted "
+                      f"{units.flops(totals['predicted_eval_flops'])} FLOPs, actual "
+                      f"{units.flops(totals['actual_eval_flops'])}")
     if plots:
         saving.append("plots: " + ", ".join(str(p) for p in plots.values()))
     notes = tuple(f"missing: {m}" for m in report.missing)
     return Document(title=f"report of {report.run_dir} (family {plan.family.name})", facts=tuple(facts),
-                    tables=(steps, members, growth, kl), conclusion=tuple(saving), notes=notes)
+                    tables=(steps, members, growth) + ((head,) if head.rows else ()) + (kl,),
+                    conclusion=tuple(saving), notes=notes)
 
 
 def render_html(doc: Document, plots: dict[str, Path]) -> str:

@@ -126,6 +126,16 @@ class OptimizerSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class EvalSpec:
+    """training.eval: held-out evaluation inside every stage."""
+
+    enabled: bool
+    interval: int | None
+    """Steps between evaluations; None: 5% of each stage's steps."""
+    tokens: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TrainingSpec:
     batch_tokens: int
     micro_batch_size: int | None
@@ -136,6 +146,7 @@ class TrainingSpec:
     checkpoint_interval: int
     log_interval: int
     seed: int
+    eval: EvalSpec
     optimizer: OptimizerSpec
 
 
