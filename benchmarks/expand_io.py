@@ -53,7 +53,7 @@ def _peak_rss() -> int:
 
 def _steps(spec: Path) -> tuple[object, dict[tuple[str, str], object]]:
     from familyc.compiler import compile_spec
-    from familyc.plan.ir import ExpandStep
+    from familyc.plan.steps import ExpandStep
 
     plan = compile_spec(spec)
     return plan, {(s.source, s.member): s for s in plan.steps if isinstance(s, ExpandStep)}

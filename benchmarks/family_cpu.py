@@ -1,25 +1,38 @@
-"""Does the method work at CPU scale? Progressive (LR per size), progressive (one LR) and independent families.
+"""Does the method work at CPU scale? Progressive (LR per size), progressive (one LR) and independent families,
+over several seeds.
 
-    .venv/bin/python benchmarks/family_cpu.py [--work DIR] [--update BENCHMARKS.md] [--heldout-tokens N] [--summarize]
+    .venv/bin/python benchmarks/family_cpu.py [--seeds 3] [--work DIR] [--update BENCHMARKS.md]
+                                              [--heldout-tokens N] [--summarize]
 
-Trains, on the same data (the standard library's source, `stdlib-source`) and tokenizer:
-  progressive, LR per size   plans/bench_cpu.plan.json             (specs/bench_cpu.yaml)
-  progressive, one LR        plans/bench_cpu_constant_lr.plan.json (specs/bench_cpu_constant_lr.yaml: the same
-                             family with the largest member's peak LR for every member — the paper's ablation)
-  independent                the baseline of the first plan: every member from scratch, tokens in proportion
-                             to its parameters (`familyc apply --baselines`)
-then evaluates every member on the held-out split (never trained on) with `familyc report`, and writes
-benchmarks/results/family_cpu.json and, with --update, the "Family on CPU" section of BENCHMARKS.md. It also
-measures whether the copies a width growth made learned apart from each other (twin_divergence).
-Targets (the paper's claims): progressive FLOPs <= 0.77 x independent; every progressive member's held-out loss
-<= 1.01 x its independent counterpart's; LR per size no worse than one LR; lower adjacent KL for progressive.
+For every seed s (0 .. N-1), on the same data (the standard library's source, `stdlib-source`) and tokenizer:
+  progressive, LR per size   specs/bench_cpu.yaml
+  progressive, one LR        specs/bench_cpu_constant_lr.yaml (the same family with the largest member's peak LR
+                             for every member: the paper's ablation)
+  independent                the baseline of the first: every member from scratch, tokens in proportion to its
+                             parameters (`familyc apply --baselines`)
+each spec with training.seed = s and every growth step's seed = s (model initialisation and growth noise; the data
+order is the corpus's, the same for every seed). Seed s of the progressive family is paired with seed s of the
+independent one: their first member is the same run. Each run is evaluated by `familyc report` on two disjoint
+halves of the held-out split (by document; never trained on): `validation`, the half to choose configurations on,
+and `test`, the half every reported number comes from. Each stage also evaluates the held-out split during
+training (training.eval), from which the report takes each growth's head start.
+
+Resumable: a run whose reports are in WORK/seed-<s>/<variant>/reports.json is not run again; an interrupted run is
+continued by `familyc apply` itself. Writes benchmarks/results/family_cpu.json (every seed's reports) and, with
+--update, the "Family on CPU" section of BENCHMARKS.md. Targets (issue 11):
+  progressive FLOPs <= 0.77 x independent; every grown member's mean test loss <= its independent twin's mean;
+  LR per size better than one LR for every member; mean adjacent KL lower for progressive; every growth's
+  held-out loss never more than 0.05 nats above its step-0 value (in every seed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -27,28 +40,73 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from familyc.files import atomic_write  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results" / "family_cpu.json"
 HEADING = "## Family on CPU"
-VARIANTS = (("lr-per-size", "plans/bench_cpu.plan.json", True), ("constant-lr", "plans/bench_cpu_constant_lr.plan.json",
-                                                                  False))
+VARIANTS = {"lr-per-size": ("specs/bench_cpu.yaml", True), "constant-lr": ("specs/bench_cpu_constant_lr.yaml", False)}
+PARTS = ("test", "validation")
+MAX_RISE = 0.05
+"""Nats: how far a grown stage's held-out loss may rise above its step-0 value and still count as a head start."""
 
 
-def familyc(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "familyc", *args], check=True, cwd=REPO)
+def familyc(*args: str, capture: bool = False) -> str:
+    proc = subprocess.run([sys.executable, "-m", "familyc", *args], check=True, cwd=REPO, text=True,
+                          capture_output=capture)
+    return proc.stdout if capture else ""
 
 
-def report(run: Path, heldout_tokens: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "familyc", "report", str(run), "--format", "json",
-                          "--heldout-tokens", str(heldout_tokens)], check=True, cwd=REPO, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout)
+def seeded_spec(spec: Path, seed: int, out: Path) -> Path:
+    """The spec with training.seed and every growth step's seed set to `seed`."""
+    data = yaml.safe_load(spec.read_text(encoding="utf-8"))
+    data["training"]["seed"] = seed
+    for step in data.get("growth") or []:
+        step["seed"] = seed
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, f"# {spec.relative_to(REPO)} with seed {seed}, written by benchmarks/family_cpu.py\n"
+                 + yaml.safe_dump(data, sort_keys=False))
+    return out
 
 
-def corpus_tokens(run: Path) -> int:
-    manifest = next(run.glob("assets/stdlib-source-*/manifest.json"))
-    return int(json.loads(manifest.read_text())["splits"]["train"]["tokens"])
+def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dict[str, Any]:
+    """One seed of one variant, trained and reported (or what an earlier invocation recorded)."""
+    folder = work / f"seed-{seed}" / variant
+    done = folder / "reports.json"
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    spec_path, baselines = VARIANTS[variant]
+    spec = seeded_spec(REPO / spec_path, seed, folder / "spec.yaml")
+    plan = folder / "plan.json"
+    familyc("plan", str(spec.relative_to(REPO)), "-o", str(plan))
+    share_assets(work, folder / "run")
+    began = time.monotonic()
+    resumed = (folder / "run" / "state.json").exists()
+    familyc("apply", str(plan), "--yes", "--run-dir", str(folder / "run"), *(["--baselines"] if baselines else []))
+    seconds = time.monotonic() - began
+    reports = {part: json.loads(familyc("report", str(folder / "run"), "--format", "json", "--heldout-tokens",
+                                        str(heldout_tokens), "--heldout-part", part, capture=True))
+               for part in PARTS}
+    body = {"seed": seed, "variant": variant, "wall_seconds": seconds, "resumed": resumed, "reports": reports}
+    atomic_write(done, json.dumps(body, indent=1) + "\n")
+    return body
 
+
+def share_assets(work: Path, run: Path) -> None:
+    """Copy the corpus and tokenizer an earlier run built (the same builtin inputs, so the same bytes, in a folder
+    named by their hash) into a new run directory: every run would otherwise build them again."""
+    if (run / "assets").exists():
+        return
+    for built in sorted(work.glob("seed-*/*/run/assets/stdlib-source-*/manifest.json")):
+        shutil.copytree(built.parent, run / "assets" / built.parent.name)
+        return
+
+
+# --- twin divergence (whether a width growth's copies learned apart) --------------------------------------------
 
 def _channels(weights: Path) -> Any:
     """One row per residual-stream channel: its columns in every matrix that reads the residual stream
@@ -84,90 +142,143 @@ def twin_divergence(grown: Path, trained: Path) -> float:
     return float(((delta - delta[twin]).norm(dim=1) / delta.norm(dim=1)).median())
 
 
-def twins(work: Path, member: str) -> float | None:
+def twins(run: Path, member: str) -> float | None:
     """twin_divergence of a progressive member over its own stage (None for the first member)."""
-    run = work / "lr-per-size"
     grown = [p for p in (run / "expansions").glob(f"expand-*-{member}") if p.is_dir()]
     return twin_divergence(grown[0], run / "members" / member) if grown else None
 
 
-def summarize(runs: dict[str, dict[str, Any]], seconds: dict[str, float], train_tokens: int,
-              work: Path) -> dict[str, Any]:
-    main = runs["lr-per-size"]
-    const = runs["constant-lr"]
-    prog_steps = [s for s in main["steps"] if s["family"] == "progressive"]
-    ind_steps = [s for s in main["steps"] if s["family"] == "independent"]
-    members = []
-    for m, c in zip(main["members"], const["members"], strict=True):
-        stage = next(s for s in prog_steps if s["kind"] == "train" and s["member"] == m["name"])
-        alone = next(s for s in ind_steps if s["kind"] == "train" and s["member"] == m["name"])
-        members.append({
-            "name": m["name"], "progressive_loss": m["heldout_loss"], "constant_lr_loss": c["heldout_loss"],
-            "independent_loss": m["baseline_heldout_loss"],
-            "ratio_to_independent": m["heldout_loss"] / m["baseline_heldout_loss"],
-            "stage_tokens": stage["tokens_actual"], "independent_tokens": alone["tokens_actual"],
-            "stage_epochs": stage["tokens_actual"] / train_tokens,
-            "independent_epochs": alone["tokens_actual"] / train_tokens,
-            "twin_divergence": twins(work, m["name"]),
-        })
-    prog_flops = sum(s["actual_flops"] or 0 for s in prog_steps)
-    ind_flops = sum(s["actual_flops"] or 0 for s in ind_steps)
-    family_tokens = sum(s["tokens_actual"] or 0 for s in prog_steps if s["kind"] == "train")
-    kl = {"progressive": main["kl"], "independent": main["kl_independent"], "constant_lr": const["kl"]}
-    mean = {k: sum(p["kl_small_large"] + p["kl_large_small"] for p in v) / (2 * len(v)) if v else None
-            for k, v in kl.items()}
+# --- the summary ----------------------------------------------------------------------------------------------
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Mean, sample standard deviation (0 for one value), and the values."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
+
+
+def mean_adjacent_kl(pairs: list[dict[str, float]]) -> float:
+    return sum(p["kl_small_large"] + p["kl_large_small"] for p in pairs) / (2 * len(pairs))
+
+
+def member_table(seeds: list[dict[str, Any]], part: str) -> list[dict[str, Any]]:
+    """Per member: progressive, one-LR and independent held-out loss on `part`, over seeds."""
+    rows = []
+    names = [m["name"] for m in seeds[0]["lr-per-size"]["reports"][part]["members"]]
+    for i, name in enumerate(names):
+        prog = [s["lr-per-size"]["reports"][part]["members"][i]["heldout_loss"] for s in seeds]
+        ind = [s["lr-per-size"]["reports"][part]["members"][i]["baseline_heldout_loss"] for s in seeds]
+        const = [s["constant-lr"]["reports"][part]["members"][i]["heldout_loss"] for s in seeds]
+        rows.append({"name": name, "grown": i > 0, "progressive": spread(prog), "constant_lr": spread(const),
+                     "independent": spread(ind), "ratio": spread([p / q for p, q in zip(prog, ind, strict=True)]),
+                     "wins": sum(p <= q for p, q in zip(prog, ind, strict=True)),
+                     "lr_wins": sum(p < c for p, c in zip(prog, const, strict=True))})
+    return rows
+
+
+def head_starts(seeds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per growth step of the progressive family (LR per size): its stage's held-out curve, over seeds."""
+    by_step: dict[str, list[dict[str, Any]]] = {}
+    for s in seeds:
+        for h in s["lr-per-size"]["reports"]["test"]["head_starts"]:
+            by_step.setdefault(h["step"], []).append(h)
+    return [{"step": step, "growth": hs[0]["growth"], "rise": spread([h["peak_rise"] for h in hs]),
+             "max_rise": max(h["peak_rise"] for h in hs), "at_start": spread([h["loss_at_start"] for h in hs]),
+             "final": spread([h["final_loss"] for h in hs]),
+             "tokens_to_recover": [h["tokens_to_recover"] for h in hs]} for step, hs in by_step.items()]
+
+
+def summarize(seeds: list[dict[str, Any]], work: Path, total_seconds: float | None) -> dict[str, Any]:
+    first = seeds[0]["lr-per-size"]["reports"]["test"]
+    prog_flops = sum(s["actual_flops"] or 0 for s in first["steps"] if s["family"] == "progressive")
+    ind_flops = sum(s["actual_flops"] or 0 for s in first["steps"] if s["family"] == "independent")
+    test = member_table(seeds, "test")
+    kl = {family: spread([mean_adjacent_kl(s[variant]["reports"]["test"][key]) for s in seeds])
+          for family, variant, key in (("progressive", "lr-per-size", "kl"), ("independent", "lr-per-size",
+                                                                              "kl_independent"),
+                                       ("constant_lr", "constant-lr", "kl"))}
+    growth = head_starts(seeds)
+    twin = {m["name"]: [twins(work / f"seed-{s['seed']}" / "lr-per-size" / "run", m["name"]) for s in seeds]
+            for m in test if m["grown"]}
     targets = {
-        "flops_ratio <= 0.77": prog_flops / ind_flops <= 0.77,
-        "every member loss <= 1.01 x independent": all(m["ratio_to_independent"] <= 1.01 for m in members),
-        "lr per size no worse than one LR": all(m["progressive_loss"] <= m["constant_lr_loss"] for m in members),
-        "adjacent KL lower for progressive": mean["progressive"] < mean["independent"],
+        "progressive FLOPs <= 0.77 x independent": prog_flops / ind_flops <= 0.77,
+        "every grown member's mean test loss <= its independent twin's": all(
+            m["progressive"]["mean"] <= m["independent"]["mean"] for m in test if m["grown"]),
+        "LR per size better than one LR for every member": all(
+            m["progressive"]["mean"] < m["constant_lr"]["mean"] for m in test),
+        "mean adjacent KL lower for progressive": kl["progressive"]["mean"] < kl["independent"]["mean"],
+        f"every growth's held-out loss within {MAX_RISE} nats of its step 0 (every seed)": all(
+            g["max_rise"] <= MAX_RISE for g in growth) and bool(growth),
     }
+    wall = {f"seed-{s['seed']}": sum(s[v]["wall_seconds"] for v in VARIANTS) for s in seeds}
     return {
         "date": datetime.now(UTC).date().isoformat(),
-        "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores",
-        "command": ".venv/bin/python benchmarks/family_cpu.py --update BENCHMARKS.md",
-        "corpus_train_tokens": train_tokens, "heldout": main["heldout"],
-        "flops": {"progressive": prog_flops, "independent": ind_flops, "ratio": prog_flops / ind_flops,
-                  "constant_lr": sum(s["actual_flops"] or 0 for s in const["steps"] if s["family"] == "progressive")},
-        "progressive_family_epochs": family_tokens / train_tokens,
-        "members": members, "kl": kl, "mean_adjacent_kl": mean,
-        "wall_seconds": seconds, "targets": targets,
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count() or 0} cores",
+        "command": f".venv/bin/python benchmarks/family_cpu.py --seeds {len(seeds)} --update BENCHMARKS.md",
+        "seeds": [s["seed"] for s in seeds],
+        "heldout": {part: first_report(seeds, part)["heldout"] for part in PARTS},
+        "flops": {"progressive": prog_flops, "independent": ind_flops, "ratio": prog_flops / ind_flops},
+        "members": test, "members_validation": member_table(seeds, "validation"), "mean_adjacent_kl": kl,
+        "head_starts": growth, "twin_divergence": twin, "wall_seconds": wall, "total_seconds": total_seconds,
+        "targets": targets,
     }
 
 
-def _cores() -> int:
-    import os
+def first_report(seeds: list[dict[str, Any]], part: str) -> dict[str, Any]:
+    report: dict[str, Any] = seeds[0]["lr-per-size"]["reports"][part]
+    return report
 
-    return os.cpu_count() or 0
+
+def pm(s: dict[str, Any], fmt: str = ".4f") -> str:
+    return f"{s['mean']:{fmt}} ± {s['std']:{fmt}}"
 
 
 def markdown(result: dict[str, Any]) -> str:
-    f = result["flops"]
+    n = len(result["seeds"])
+    held = result["heldout"]
     lines = [
         HEADING, "",
         f"Run on {result['date']} ({result['machine']}) with", "", "```bash", result["command"], "```", "",
-        f"Data: the standard library's source (`stdlib-source`), {result['corpus_train_tokens']:,} training tokens; "
-        f"held-out: {result['heldout']['tokens']:,} tokens of {result['heldout']['documents']} files never trained on. "
-        f"The progressive family reads {result['progressive_family_epochs']:.2f} epochs in all (its stages continue "
-        "in the data stream); each member's share is below.", "",
+        f"{n} seeds ({', '.join(map(str, result['seeds']))}: model initialisation and growth noise; the data order is "
+        "the corpus's in every seed). Mean ± sample standard deviation over seeds of the held-out loss (nats per "
+        f"token) on the **test** half of the held-out split ({held['test']['tokens']:,} tokens of "
+        f"{held['test']['documents']} files never trained on); the validation half "
+        f"({held['validation']['tokens']:,} tokens of {held['validation']['documents']} other files) is for choosing "
+        "configurations and is shown below it. `wins`: seeds in which the progressive member is at most its "
+        "independent twin (the first member is the same run in both families).", "",
         "| member | progressive (LR per size) | progressive (one LR) | independent | progressive / independent "
-        "| stage tokens (epochs) | independent tokens (epochs) | twin divergence |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| wins |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for m in result["members"]:
-        lines.append(f"| {m['name']} | {m['progressive_loss']:.4f} | {m['constant_lr_loss']:.4f} | "
-                     f"{m['independent_loss']:.4f} | {m['ratio_to_independent']:.4f} | "
-                     f"{m['stage_tokens']:,} ({m['stage_epochs']:.2f}) | "
-                     f"{m['independent_tokens']:,} ({m['independent_epochs']:.2f}) | "
-                     f"{'-' if m['twin_divergence'] is None else format(m['twin_divergence'], '.3f')} |")
-    kl, wall = result["mean_adjacent_kl"], result["wall_seconds"]
-    lines += ["", "| family | FLOPs | wall time | mean adjacent KL (both directions) |", "|---|---:|---:|---:|",
-              f"| progressive, LR per size | {f['progressive']:.3e} | | {kl['progressive']:.4f} |",
-              f"| progressive, one LR | {f['constant_lr']:.3e} | {wall['constant-lr']:.0f} s | "
-              f"{kl['constant_lr']:.4f} |",
-              f"| independent | {f['independent']:.3e} | | {kl['independent']:.4f} |", "",
-              f"Progressive / independent FLOPs: {f['ratio']:.3f}. Wall time: progressive and independent together "
-              f"{wall['lr-per-size']:.0f} s, the whole benchmark {wall['total']:.0f} s.",
+        lines.append(f"| {m['name']} | {pm(m['progressive'])} | {pm(m['constant_lr'])} | {pm(m['independent'])} | "
+                     f"{pm(m['ratio'])} | {m['wins']}/{n} |")
+    lines += ["", "Validation half (what a configuration is chosen on):", "",
+              "| member | progressive (LR per size) | progressive (one LR) | independent |", "|---|---:|---:|---:|"]
+    lines += [f"| {m['name']} | {pm(m['progressive'])} | {pm(m['constant_lr'])} | {pm(m['independent'])} |"
+              for m in result["members_validation"]]
+    kl, f = result["mean_adjacent_kl"], result["flops"]
+    lines += ["", "| family | FLOPs | mean adjacent KL (test, both directions) |", "|---|---:|---:|",
+              f"| progressive, LR per size | {f['progressive']:.3e} | {pm(kl['progressive'])} |",
+              f"| progressive, one LR | {f['progressive']:.3e} | {pm(kl['constant_lr'])} |",
+              f"| independent | {f['independent']:.3e} | {pm(kl['independent'])} |", "",
+              f"Progressive / independent FLOPs: {f['ratio']:.3f} (held-out evaluation during training is not "
+              "counted in either).", "",
+              "Head start of each growth (progressive, LR per size; the stage's held-out curve, evaluated during "
+              "training at step 0, every 5% of the stage and its last step):", "",
+              "| stage | growth | loss at step 0 | rise above step 0 | largest rise | tokens until below step 0 | "
+              "final |", "|---|---|---:|---:|---:|---|---:|"]
+    for g in result["head_starts"]:
+        tokens = ", ".join("never" if t is None else f"{t:,}" for t in g["tokens_to_recover"])
+        lines.append(f"| {g['step']} | {g['growth']} | {pm(g['at_start'])} | {pm(g['rise'])} | "
+                     f"{g['max_rise']:.4f} | {tokens} | {pm(g['final'])} |")
+    twin = result["twin_divergence"]
+    lines += ["", "Twin divergence (0: the copies a width growth made learn in lockstep; about 0.95: unrelated "
+              "channels), per seed: " + "; ".join(
+                  f"{name} " + ", ".join("-" if v is None else f"{v:.3f}" for v in values)
+                  for name, values in twin.items()), ""]
+    wall = ", ".join(f"{k} {v:.0f} s" for k, v in result["wall_seconds"].items())
+    lines += [f"Wall time (training and reports of all three families): {wall}"
+              + (f"; this invocation {result['total_seconds']:.0f} s." if result["total_seconds"] else "."),
               "", "Targets:", ""]
     lines += [f"- {name}: {'met' if ok else 'MISSED'}" for name, ok in result["targets"].items()]
     return "\n".join(lines) + "\n"
@@ -175,8 +286,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def update(path: Path, section: str) -> None:
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if HEADING in text:
-        start = text.index(HEADING)
+    if HEADING + "\n" in text:
+        start = text.index(HEADING + "\n")
         end = text.find("\n## ", start + len(HEADING))
         tail = text[end + 1:] if end != -1 else ""
         text = text[:start] + section + ("\n" + tail if tail else "")
@@ -187,37 +298,29 @@ def update(path: Path, section: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench-cpu")
     parser.add_argument("--update", type=Path)
-    parser.add_argument("--heldout-tokens", type=int, default=65_536)
+    parser.add_argument("--heldout-tokens", type=int, default=65_536,
+                        help="tokens of each held-out half the reports evaluate")
     parser.add_argument("--summarize", action="store_true",
-                        help="train and evaluate nothing: recompute the summary from the runs in --work and the "
-                             "reports and wall times kept in the results JSON (after a change to the summary code)")
+                        help="train nothing: summarize the seeds whose runs are complete in --work")
     args = parser.parse_args()
-    if args.summarize:
-        kept = json.loads(RESULTS.read_text())
-        runs, seconds = kept["reports"], kept["wall_seconds"]
-        write(summarize(runs, seconds, corpus_tokens(args.work / "lr-per-size"), args.work), runs, args.update)
-        return
     start = time.monotonic()
-    runs, seconds = {}, {}
-    for name, plan, baselines in VARIANTS:
-        run = args.work / name
-        began = time.monotonic()
-        familyc("apply", plan, "--yes", "--run-dir", str(run), *(["--baselines"] if baselines else []))
-        seconds[name] = time.monotonic() - began
-        runs[name] = report(run, args.heldout_tokens)
-    seconds["total"] = time.monotonic() - start
-    write(summarize(runs, seconds, corpus_tokens(args.work / "lr-per-size"), args.work), runs, args.update)
-
-
-def write(result: dict[str, Any], runs: dict[str, Any], markdown_file: Path | None) -> None:
+    seeds = []
+    for seed in range(args.seeds):
+        if args.summarize and not all((args.work / f"seed-{seed}" / v / "reports.json").is_file() for v in VARIANTS):
+            continue
+        seeds.append({"seed": seed, **{v: run_variant(args.work, seed, v, args.heldout_tokens) for v in VARIANTS}})
+    if not seeds:
+        raise SystemExit(f"no seed has finished in {args.work}")
+    result = summarize(seeds, args.work, None if args.summarize else time.monotonic() - start)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({**result, "reports": runs}, indent=2) + "\n")
+    atomic_write(RESULTS, json.dumps({**result, "runs": seeds}, indent=1) + "\n")
     section = markdown(result)
     print(section)
-    if markdown_file:
-        update(markdown_file, section)
+    if args.update:
+        update(args.update, section)
 
 
 if __name__ == "__main__":

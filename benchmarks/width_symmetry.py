@@ -1,6 +1,6 @@
 """Does noise break the symmetry of a width growth? Retrain the CPU benchmark's widened member with other noise.
 
-    .venv/bin/python benchmarks/width_symmetry.py [--run runs/bench-cpu/lr-per-size] [--noise 0 0.05 0.5]
+    .venv/bin/python benchmarks/width_symmetry.py [--run runs/bench-cpu/seed-0/lr-per-size/run] [--noise 0 0.05 0.5]
 
 Needs a finished run of `benchmarks/family_cpu.py` (its trained B and its train-C job). For each noise:
 `familyc expand specs/bench_cpu.yaml B C --noise N --verify` from that run's trained B, then the run's own
@@ -53,7 +53,7 @@ def train(run: Path, initial: Path, dump: Path) -> tuple[list[dict], Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, default=REPO / "runs" / "bench-cpu" / "lr-per-size")
+    parser.add_argument("--run", type=Path, default=REPO / "runs" / "bench-cpu" / "seed-0" / "lr-per-size" / "run")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.05, 0.5])
     args = parser.parse_args()
     for noise in args.noise:
