@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -83,7 +82,6 @@ def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dic
     spec = seeded_spec(REPO / spec_path, seed, folder / "spec.yaml")
     plan = folder / "plan.json"
     familyc("plan", str(spec.relative_to(REPO)), "-o", str(plan))
-    share_assets(work, folder / "run")
     began = time.monotonic()
     resumed = (folder / "run" / "state.json").exists()
     familyc("apply", str(plan), "--yes", "--run-dir", str(folder / "run"), *(["--baselines"] if baselines else []))
@@ -94,16 +92,6 @@ def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dic
     body = {"seed": seed, "variant": variant, "wall_seconds": seconds, "resumed": resumed, "reports": reports}
     atomic_write(done, json.dumps(body, indent=1) + "\n")
     return body
-
-
-def share_assets(work: Path, run: Path) -> None:
-    """Copy the corpus and tokenizer an earlier run built (the same builtin inputs, so the same bytes, in a folder
-    named by their hash) into a new run directory: every run would otherwise build them again."""
-    if (run / "assets").exists():
-        return
-    for built in sorted(work.glob("seed-*/*/run/assets/stdlib-source-*/manifest.json")):
-        shutil.copytree(built.parent, run / "assets" / built.parent.name)
-        return
 
 
 # --- twin divergence (whether a width growth's copies learned apart) --------------------------------------------

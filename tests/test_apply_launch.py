@@ -154,7 +154,8 @@ def test_the_slurm_launcher_writes_the_golden_sbatch_script(slurm: tuple[Path, s
     root = str(run_dir.resolve())
     text = (script.replace(f"{root}/plan.json", "$PLAN").replace(root, "$RUN_DIR").replace(sys.executable, "$PYTHON")
             .replace(str(REPO), "$WORKDIR"))
-    text = re.sub(r"assets/stdlib-docstrings-[0-9a-f]{16}/", "assets/stdlib-docstrings-$KEY/", text)  # hashes the stdlib
+    # the assets folder is named by a hash of the Python's standard library
+    text = re.sub(r"assets/stdlib-docstrings-[0-9a-f]{16}/", "assets/stdlib-docstrings-$KEY/", text)
     assert_golden(GOLDEN / "pair.sbatch", text)
     check = subprocess.run(["bash", "-n", str(run_dir / "familyc.sbatch")], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
