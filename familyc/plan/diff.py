@@ -26,6 +26,8 @@ _STEP_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("lr_after", lambda v: v.describe()),
     ("eval", lambda v: "none" if v is None else f"every {v.interval} steps, {units.count(v.tokens)} tokens"),
 )
+_DESCRIBED = frozenset({"eval", "lr_after"})
+"""Fields named only when their description changes."""
 _COST_FIELDS = ("flops", "predicted_seconds", "gpu_hours", "cost_usd")
 
 
@@ -95,8 +97,12 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
             continue
         details = []
         for name, fmt in _STEP_FIELDS:
-            if hasattr(after, name) and getattr(before, name, None) != getattr(after, name):
-                details.append(f"{name} {fmt(getattr(before, name))} -> {fmt(getattr(after, name))}")
+            if not hasattr(after, name) or getattr(before, name, None) == getattr(after, name):
+                continue
+            old_text, new_text = fmt(getattr(before, name)), fmt(getattr(after, name))
+            if name in _DESCRIBED and old_text == new_text:
+                continue  # what changed is derived (an evaluation's count and FLOPs follow the stage's steps)
+            details.append(f"{name} {old_text} -> {new_text}")
         if isinstance(before, TrainStep) and isinstance(after, TrainStep) and before.schedule != after.schedule:
             details.append("LR schedule")
         if details or any(deltas.values()):
