@@ -1,4 +1,5 @@
-"""The plan: one frozen dataclass per step kind, to and from canonical JSON, and its plan_id.
+"""The plan: its sections and steps (the step types are in familyc.plan.steps), to and from canonical JSON, and
+its plan_id.
 
 The plan file is the review artefact checked into plans/: its bytes depend only on the spec
 and on familyc's version (no timestamps, no absolute paths, fields in a fixed order, one
