@@ -112,3 +112,31 @@ def test_torchtitan_reads_the_assets(assets) -> None:
     assert (tokenizer.bos_id, tokenizer.eos_id, tokenizer.get_vocab_size()) == (0, 1, 2048)
     ids = tokenizer.encode("Return the sum.", add_bos=True, add_eos=True)
     assert ids[0] == 0 and ids[-1] == 1 and 0 not in ids[1:-1]
+
+
+def _documents_read(assets, *, seed: int | None, rank: int, world: int, start: int = 0, count: int = 12) -> list[str]:
+    """The texts torchtitan's own dataset reads for one rank, shuffled as a stage shuffles them."""
+    pytest.importorskip("torchtitan.hf_datasets.text_datasets", reason="torchtitan is not installed")
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.hf_datasets.text_datasets import HuggingFaceTextDataset
+
+    from familyc.backend.stage import shuffled_documents
+
+    dataset = HuggingFaceTextDataset("c4_test", str(assets.train_dir), HuggingFaceTokenizer(str(assets.tokenizer_dir)),
+                                     seq_len=32, dp_rank=rank, dp_world_size=world)
+    if seed is not None:
+        dataset._data = shuffled_documents(dataset._data, seed)
+    dataset._sample_idx = start  # where a stage continuing the stream (or a resumed one) starts
+    return [row["text"] for row, _ in zip(dataset._get_data_iter(), range(count), strict=False)]
+
+
+def test_a_stage_reads_its_shard_in_a_seeded_order(assets) -> None:
+    in_order = _documents_read(assets, seed=None, rank=0, world=2, count=10_000)
+    first = _documents_read(assets, seed=7, rank=0, world=2)
+    assert first == _documents_read(assets, seed=7, rank=0, world=2)  # the same seed: the same order
+    assert first != _documents_read(assets, seed=8, rank=0, world=2)
+    assert first != in_order[:12] and set(first) <= set(in_order)  # a permutation of the rank's own shard
+    other = set(_documents_read(assets, seed=7, rank=1, world=2, count=10_000))
+    assert not other & set(in_order) and len(other) + len(in_order) == len(read_texts(assets.train_dir))
+    # a stage continuing at document 5 of the stream reads what the first stage would have read next
+    assert _documents_read(assets, seed=7, rank=0, world=2, start=5, count=7) == first[5:]

@@ -19,6 +19,7 @@ import pytest
 
 from familyc.backend.environment import (
     DATA_END_ENV,
+    DATA_SEED_ENV,
     DATA_START_ENV,
     FLAVORS_ENV,
     METRICS_ENV,
@@ -112,23 +113,24 @@ def test_atomic_folder_refuses_or_keeps_a_destination_that_appeared(tmp_path: Pa
 
 
 def test_a_stage_is_told_the_contract(tmp_path: Path) -> None:
-    run = RunEnvironment(flavors=tmp_path / "flavors.json", datasets_cache=tmp_path / "cache", threads=1)
+    run = RunEnvironment(flavors=tmp_path / "flavors.json", datasets_cache=tmp_path / "cache", threads=1, data_seed=3)
     stage = StageEnvironment(run=run, metrics=tmp_path / "m.jsonl", data_end=tmp_path / "end.json",
                              data_start=tmp_path / "start.json")
     env = stage.apply_to({"PATH": "/bin", "OMP_NUM_THREADS": "4", FLAVORS_ENV: "stale", "HF_HUB_OFFLINE": "0"})
     assert env["PATH"] == "/bin" and env[FLAVORS_ENV] == str(tmp_path / "flavors.json")  # always ours
     assert env["OMP_NUM_THREADS"] == "4" and env["HF_HUB_OFFLINE"] == "0"  # the user's setting wins
-    assert env["HF_DATASETS_OFFLINE"] == "1" and env["PYTHONUNBUFFERED"] == "1"
+    assert env["HF_DATASETS_OFFLINE"] == "1" and env["PYTHONUNBUFFERED"] == "1" and env[DATA_SEED_ENV] == "3"
     assert (env[METRICS_ENV], env[DATA_START_ENV], env[DATA_END_ENV]) == tuple(
         str(tmp_path / n) for n in ("m.jsonl", "start.json", "end.json"))
     online = StageEnvironment(run=RunEnvironment(flavors=run.flavors, datasets_cache=run.datasets_cache,
                                                  offline=False), metrics=stage.metrics)
     env = online.apply_to({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
     assert "HF_HUB_OFFLINE" not in env and "HF_DATASETS_OFFLINE" not in env and DATA_START_ENV not in env
+    assert DATA_SEED_ENV not in env  # no seed: the dataset's own order
 
 
 def test_the_contract_as_shell_lines_is_the_same(tmp_path: Path) -> None:
-    run = RunEnvironment(flavors=tmp_path / "f.json", datasets_cache=tmp_path / "c", threads=1)
+    run = RunEnvironment(flavors=tmp_path / "f.json", datasets_cache=tmp_path / "c", threads=1, data_seed=5)
     stage = StageEnvironment(run=run, metrics=tmp_path / "m.jsonl")
     script = "\n".join(run.shell_exports()) + f"\nexport {stage.shell_prefix()}\nenv\n"
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True,

@@ -8,6 +8,7 @@ Everything else a stage needs travels in these variables, spelled here once:
     FAMILYC_METRICS      rank 0 appends one JSON line per logged step there
     FAMILYC_DATA_START   continue the data stream where the stage that wrote this file stopped
     FAMILYC_DATA_END     after the last step, write every rank's data position here
+    FAMILYC_DATA_SEED    shuffle each rank's training documents with this seed (unset: the dataset's order)
     FAMILYC_HELDOUT      the run's held-out split (a folder of .jsonl): evaluated inside the stage when
     FAMILYC_EVAL_INTERVAL and FAMILYC_EVAL_TOKENS are set too (step 0, every interval steps, the last)
     HF_HUB_OFFLINE, HF_DATASETS_OFFLINE   1 unless the run's data needs the network (a user's setting wins)
@@ -29,6 +30,7 @@ FLAVORS_ENV = "FAMILYC_FLAVORS"
 METRICS_ENV = "FAMILYC_METRICS"
 DATA_START_ENV = "FAMILYC_DATA_START"
 DATA_END_ENV = "FAMILYC_DATA_END"
+DATA_SEED_ENV = "FAMILYC_DATA_SEED"
 HELDOUT_ENV = "FAMILYC_HELDOUT"
 EVAL_INTERVAL_ENV = "FAMILYC_EVAL_INTERVAL"
 EVAL_TOKENS_ENV = "FAMILYC_EVAL_TOKENS"
@@ -54,6 +56,8 @@ class RunEnvironment:
     """OMP_NUM_THREADS for CPU ranks; None: leave it to torch."""
     heldout: Path | None = None
     """The held-out split the stages evaluate on (None: the run's data has none familyc made)."""
+    data_seed: int | None = None
+    """Every stage reads its training documents shuffled by this seed (None: in the dataset's order)."""
 
     def fixed(self) -> dict[str, str]:
         """The variables a stage always gets, whatever the launching environment says."""
@@ -61,6 +65,8 @@ class RunEnvironment:
                "PYTHONUNBUFFERED": "1"}
         if self.heldout is not None:
             out[HELDOUT_ENV] = str(self.heldout.resolve())
+        if self.data_seed is not None:
+            out[DATA_SEED_ENV] = str(self.data_seed)
         return out
 
     def defaults(self) -> dict[str, str]:

@@ -10,6 +10,7 @@ precedence):
     FAMILYC_METRICS  --familyc.metrics PATH   rank 0 appends one JSON line per logged step
     FAMILYC_DATA_START PATH                   continue the data stream where the stage that wrote PATH stopped
     FAMILYC_DATA_END PATH                     after the last step, write every rank's data position there
+    FAMILYC_DATA_SEED SEED                    read each rank's documents in an order shuffled by SEED
     FAMILYC_HELDOUT, FAMILYC_EVAL_INTERVAL, FAMILYC_EVAL_TOKENS   evaluate the held-out split at step 0, every
                                               interval steps and the last (familyc.backend.stage_eval)
 Every other argument goes to torchtitan's ConfigManager, so `--training.steps 6` overrides the TOML.
@@ -45,6 +46,7 @@ from typing import Any  # noqa: E402
 
 from familyc.backend.environment import (  # noqa: E402  (torch-free)
     DATA_END_ENV,
+    DATA_SEED_ENV,
     DATA_START_ENV,
     EXIT_CONFIG,
     EXIT_NONFINITE_LOSS,
@@ -155,6 +157,32 @@ def _plain(value: Any) -> Any:
 def _dataset(trainer: Any) -> Any:
     """torchtitan 0.2.2's HuggingFaceTextDataset behind the trainer's stateful dataloader."""
     return getattr(trainer.dataloader, "dataset", None)
+
+
+def shuffled_documents(data: Any, seed: int) -> Any:
+    """A rank's shard of a map-style dataset in an order fixed by `seed` (a permutation of its documents).
+
+    The same seed and world size give the same order in every stage, so a data position (`_sample_idx`,
+    documents consumed) means the same documents in the stage that wrote it and in the one continuing it,
+    and in a stage resumed from its own checkpoint. An iterable (streamed) dataset is returned as it is."""
+    from datasets import Dataset
+
+    if not isinstance(data, Dataset):
+        return data
+    return data.shuffle(seed=seed, keep_in_memory=True)
+
+
+def _shuffle_data(trainer: Any, seed: str | None) -> None:
+    if seed is None:
+        return
+    from torchtitan.tools.logging import logger
+
+    dataset = _dataset(trainer)
+    if dataset is None or not hasattr(dataset, "_data"):
+        logger.warning("familyc stage: this data loader cannot be shuffled; documents are read in file order")
+        return
+    dataset._data = shuffled_documents(dataset._data, int(seed))
+    logger.info(f"familyc stage: documents shuffled with seed {seed}")
 
 
 def _start_data_at(trainer: Any, path: str | None) -> None:
@@ -354,6 +382,7 @@ def run(argv: list[str]) -> int:
         except (OSError, ValueError) as exc:
             print(f"familyc stage: cannot evaluate the held-out split during training: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        _shuffle_data(trainer, os.environ.get(DATA_SEED_ENV))
         _start_data_at(trainer, os.environ.get(DATA_START_ENV))
         trainer.train()
     except NonFiniteLossError as exc:

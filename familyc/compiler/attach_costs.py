@@ -140,7 +140,8 @@ def attach_costs(c: Compilation) -> Compilation:
         architecture=ArchitecturePlan(vocab_size=arch.vocab_size, seq_len=arch.seq_len, rope_theta=arch.rope_theta,
                                       norm_eps=arch.norm_eps),
         data=DataPlan(kind=spec.data.kind, name=spec.data.name, config=spec.data.config, split=spec.data.split,
-                      heldout_fraction=spec.data.heldout_fraction, progressive_stages=spec.data.progressive_stages),
+                      heldout_fraction=spec.data.heldout_fraction, progressive_stages=spec.data.progressive_stages,
+                      shuffle=spec.data.shuffle),
         tokenizer=TokenizerPlan(kind=spec.tokenizer.kind, name=spec.tokenizer.name),
         cluster=_cluster_plan(spec),
         training=TrainingPlan(

@@ -209,7 +209,7 @@ def _build(r: _Reader) -> FamilySpec:
     kind = next(k for k in DATA_KINDS if k in ds)
     data = DatasetSpec(kind=kind, name=ds[kind], config=ds.get("config"), split=ds.get("split", "train"),
                        heldout_fraction=float(d["data"]["heldout_fraction"]),
-                       progressive_stages=d["data"]["progressive_stages"])
+                       progressive_stages=d["data"]["progressive_stages"], shuffle=d["data"]["shuffle"])
     tok = d["tokenizer"]
     tok_kind = next(k for k in TOKENIZER_KINDS if k in tok)
     c = d["cluster"]

@@ -130,7 +130,7 @@ class Executor:
                  data: DataInputs) -> None:
         self.plan, self.run, self.state = plan, run, state
         self.options, self.progress, self.data = options, progress, data
-        self.environment = jobs.run_environment(run, data, options.launch)
+        self.environment = jobs.run_environment(plan, run, data, options.launch)
 
     # --- the walk -------------------------------------------------------------------------------
     def apply(self) -> None:

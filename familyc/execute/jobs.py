@@ -65,12 +65,14 @@ def write_job(plan: Plan, run: RunDir, step: TrainStep, data: DataInputs, *, com
     return job
 
 
-def run_environment(run: RunDir, data: DataInputs, launch: Launch, *, threads: int | None = None) -> RunEnvironment:
+def run_environment(plan: Plan, run: RunDir, data: DataInputs, launch: Launch, *,
+                    threads: int | None = None) -> RunEnvironment:
     """What every stage of the run is told; on a CPU one thread per core and rank (`threads` overrides it)."""
     if threads is None and launch.on_cpu:
         threads = cpu_threads(launch.nproc_per_node)
     return RunEnvironment(flavors=run.flavors_path, datasets_cache=run.datasets_cache, offline=data.offline,
-                          threads=threads, heldout=data.heldout_path)
+                          threads=threads, heldout=data.heldout_path,
+                          data_seed=plan.training.seed if plan.data.shuffle else None)
 
 
 def data_start(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:

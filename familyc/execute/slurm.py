@@ -41,7 +41,7 @@ def sbatch_script(plan: Plan, run: RunDir, *, plan_file: Path, python: str, opti
     root = run.root.resolve()
     familyc = f"{q(python)} -m familyc"
     apply = f"{familyc} apply {q(str(plan_file.resolve()))} --run-dir {q(str(root))} --yes"
-    environment = jobs.run_environment(run, data, launch, threads=SLURM_CPU_THREADS if launch.on_cpu else None)
+    environment = jobs.run_environment(plan, run, data, launch, threads=SLURM_CPU_THREADS if launch.on_cpu else None)
     lines = [
         "#!/bin/bash",
         f"#SBATCH --job-name=familyc-{plan.family.name}-{plan.plan_id[:8]}",

@@ -31,7 +31,7 @@ POLL_SECONDS = 0.5
 class Worker:
     def __init__(self, plan: Plan, run: RunDir, options: ApplyOptions, progress: Progress, data: DataInputs) -> None:
         self.plan, self.run, self.options, self.progress, self.data = plan, run, options, progress, data
-        self.environment = jobs.run_environment(run, data, options.launch)
+        self.environment = jobs.run_environment(plan, run, data, options.launch)
 
     def apply(self) -> None:
         steps = selected_steps(self.plan, self.options)

@@ -76,6 +76,9 @@ class DataPlan:
     split: str
     heldout_fraction: float
     progressive_stages: ProgressiveStages = "continue"
+    shuffle: bool = False
+    """Each rank reads its training documents in an order shuffled by training.seed. False in plans written
+    before familyc shuffled: they read in the dataset's order, and a resumed run must keep reading in it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -61,7 +61,8 @@ def plan_document(plan: Plan) -> Document:
         f"data: {plan.data.kind} {plan.data.name}, {units.percent(plan.data.heldout_fraction)} held out; "
         f"tokenizer: {plan.tokenizer.kind} {plan.tokenizer.name}; progressive stages "
         + ("continue in the data stream" if plan.data.progressive_stages == "continue" else
-           "each restart at the first document"),
+           "each restart at the first document")
+        + (f"; documents shuffled by seed {plan.training.seed}" if plan.data.shuffle else "; documents in file order"),
         f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; "
         f"cost model v{plan.cost_model.version})",
         _evaluation(plan),

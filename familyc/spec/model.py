@@ -160,6 +160,8 @@ class DatasetSpec:
     heldout_fraction: float
     progressive_stages: ProgressiveStages
     """See the schema."""
+    shuffle: bool = True
+    """Read the training documents in an order shuffled by training.seed (see the schema)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
