@@ -10,11 +10,12 @@ For every seed s (0 .. N-1), on the same data (the standard library's source, `s
                              for every member: the paper's ablation)
   independent                the baseline of the first: every member from scratch, tokens in proportion to its
                              parameters (`familyc apply --baselines`)
-each spec with training.seed = s and every growth step's seed = s (model initialisation and growth noise; the data
-order is the corpus's, the same for every seed). Seed s of the progressive family is paired with seed s of the
-independent one: their first member is the same run. Each run is evaluated by `familyc report` on two disjoint
-halves of the held-out split (by document; never trained on): `validation`, the half to choose configurations on,
-and `test`, the half every reported number comes from. Each stage also evaluates the held-out split during
+each spec with training.seed = s and every growth step's seed = s (model initialisation, growth noise and the
+data order: every rank reads its documents shuffled by training.seed, data.shuffle). Seed s of the progressive
+family is paired with seed s of the independent one: their first member is the same run. Each run is evaluated by
+`familyc report` on two disjoint halves of the held-out split (by document; never trained on): `validation`, the
+half to choose configurations on (benchmarks/family_cpu_ablation.py), and `test`, the half every reported number
+comes from. Each stage also evaluates the held-out split during
 training (training.eval), from which the report takes each growth's head start.
 
 Resumable: a run whose reports are in WORK/seed-<s>/<variant>/reports.json is not run again; an interrupted run is
@@ -35,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,26 +62,29 @@ def familyc(*args: str, capture: bool = False) -> str:
     return proc.stdout if capture else ""
 
 
-def seeded_spec(spec: Path, seed: int, out: Path) -> Path:
-    """The spec with training.seed and every growth step's seed set to `seed`."""
+def seeded_spec(spec: Path, seed: int, out: Path, change: Callable[[dict[str, Any]], str] | None = None) -> Path:
+    """The spec with training.seed and every growth step's seed set to `seed`, then `change` applied to it (it
+    returns what it changed, for the file's first line)."""
     data = yaml.safe_load(spec.read_text(encoding="utf-8"))
     data["training"]["seed"] = seed
     for step in data.get("growth") or []:
         step["seed"] = seed
+    changed = f", {change(data)}" if change else ""
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, f"# {spec.relative_to(REPO)} with seed {seed}, written by benchmarks/family_cpu.py\n"
+    atomic_write(out, f"# {spec.relative_to(REPO)} with seed {seed}{changed}, written by benchmarks/\n"
                  + yaml.safe_dump(data, sort_keys=False))
     return out
 
 
-def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dict[str, Any]:
-    """One seed of one variant, trained and reported (or what an earlier invocation recorded)."""
-    folder = work / f"seed-{seed}" / variant
+def run_family(folder: Path, spec_path: str, seed: int, *, baselines: bool, heldout_tokens: int,
+               parts: tuple[str, ...] = PARTS, change: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
+    """One family trained and reported on each held-out part (or what an earlier invocation recorded in
+    FOLDER/reports.json); an interrupted run is continued by `familyc apply`."""
     done = folder / "reports.json"
     if done.is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
-    spec_path, baselines = VARIANTS[variant]
-    spec = seeded_spec(REPO / spec_path, seed, folder / "spec.yaml")
+        body: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
+        return body
+    spec = seeded_spec(REPO / spec_path, seed, folder / "spec.yaml", change)
     plan = folder / "plan.json"
     familyc("plan", str(spec.relative_to(REPO)), "-o", str(plan))
     began = time.monotonic()
@@ -88,10 +93,18 @@ def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dic
     seconds = time.monotonic() - began
     reports = {part: json.loads(familyc("report", str(folder / "run"), "--format", "json", "--heldout-tokens",
                                         str(heldout_tokens), "--heldout-part", part, capture=True))
-               for part in PARTS}
-    body = {"seed": seed, "variant": variant, "wall_seconds": seconds, "resumed": resumed, "reports": reports}
+               for part in parts}
+    body = {"seed": seed, "wall_seconds": seconds, "resumed": resumed, "reports": reports}
     atomic_write(done, json.dumps(body, indent=1) + "\n")
     return body
+
+
+def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dict[str, Any]:
+    """One seed of one variant, trained and reported (or what an earlier invocation recorded)."""
+    spec_path, baselines = VARIANTS[variant]
+    body = run_family(work / f"seed-{seed}" / variant, spec_path, seed, baselines=baselines,
+                      heldout_tokens=heldout_tokens)
+    return {"variant": variant, **body}
 
 
 # --- twin divergence (whether a width growth's copies learned apart) --------------------------------------------
@@ -226,8 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         HEADING, "",
         f"Run on {result['date']} ({result['machine']}) with", "", "```bash", result["command"], "```", "",
-        f"{n} seeds ({', '.join(map(str, result['seeds']))}: model initialisation and growth noise; the data order is "
-        "the corpus's in every seed). Mean ± sample standard deviation over seeds of the held-out loss (nats per "
+        f"{n} seeds ({', '.join(map(str, result['seeds']))}: model initialisation, growth noise and the order in which "
+        "each rank reads the documents). Mean ± sample standard deviation over seeds of the held-out loss (nats per "
         f"token) on the **test** half of the held-out split ({held['test']['tokens']:,} tokens of "
         f"{held['test']['documents']} files never trained on); the validation half "
         f"({held['validation']['tokens']:,} tokens of {held['validation']['documents']} other files) is for choosing "
@@ -272,11 +285,12 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update(path: Path, section: str) -> None:
+def update(path: Path, section: str, heading: str = HEADING) -> None:
+    """Replace the section under `heading` in a markdown file (or append it)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if HEADING + "\n" in text:
-        start = text.index(HEADING + "\n")
-        end = text.find("\n## ", start + len(HEADING))
+    if heading + "\n" in text:
+        start = text.index(heading + "\n")
+        end = text.find("\n## ", start + len(heading))
         tail = text[end + 1:] if end != -1 else ""
         text = text[:start] + section + ("\n" + tail if tail else "")
     else:
