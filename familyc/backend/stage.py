@@ -127,16 +127,13 @@ class JsonlMetrics:
             "lr": metrics.get("lr"),
             "memory_gib": metrics.get("memory/max_reserved(GiB)"),
             "num_flops_per_token": self.num_flops_per_token,
-            "world_size": self.world_size,
-            "elapsed_s": round(time.monotonic() - STARTED, 3),
         }
-        record = {k: _finite_or_none(_plain(v)) for k, v in record.items()}
-        self.file.write(json.dumps(record, allow_nan=False) + "\n")
-        self.file.flush()
+        self.write({k: _plain(v) for k, v in record.items()})
         self.inner.log(metrics, step)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append a record of familyc's own (a held-out evaluation), with elapsed_s."""
+        """Append one JSON line (a logged step, or a record of familyc's own such as a held-out evaluation), with
+        world_size and elapsed_s; a non-finite number is written as null."""
         record = {**record, "world_size": self.world_size, "elapsed_s": round(time.monotonic() - STARTED, 3)}
         self.file.write(json.dumps({k: _finite_or_none(v) for k, v in record.items()}, allow_nan=False) + "\n")
         self.file.flush()

@@ -307,10 +307,10 @@ class Executor:
         summary = stage_metrics.summarize(stage_metrics.read_records(metrics_file), batch_tokens=step.batch_tokens,
                                           peak_flops=self.plan.cluster.peak_flops, completed_steps=step.num_steps)
         out: dict[str, Any] = summary.to_data() if summary else {}
-        evaluations = stage_metrics.read_evaluations(metrics_file)
-        if evaluations:
-            out.update(heldout_first=evaluations[0][1], heldout_final=evaluations[-1][1],
-                       evaluations=len(evaluations), eval_flops=stage_metrics.evaluation_flops(metrics_file))
+        records = stage_metrics.read_records(metrics_file, kind=stage_metrics.EVAL_KIND)
+        if curve := stage_metrics.evaluations(records):
+            out.update(heldout_first=curve[0][1], heldout_final=curve[-1][1], evaluations=len(curve),
+                       eval_flops=stage_metrics.evaluation_flops(records))
         wall = self.state.step(step.id).metrics.get("wall_seconds")  # every attempt's, recorded as each ended
         if wall is not None:
             out["wall_seconds"] = wall

@@ -35,15 +35,20 @@ def read_records(path: Path, *, kind: str | None = None) -> list[dict[str, Any]]
     return [by_step[s] for s in sorted(by_step)]
 
 
+def evaluations(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, held-out loss) of every evaluation record, in step order (records: `read_records(kind=EVAL_KIND)`)."""
+    return [(r["step"], float(r["heldout_loss"])) for r in records if isinstance(r.get("heldout_loss"), int | float)]
+
+
 def read_evaluations(path: Path) -> list[tuple[int, float]]:
     """(step, held-out loss) of every evaluation a stage recorded, in step order."""
-    return [(r["step"], float(r["heldout_loss"])) for r in read_records(path, kind=EVAL_KIND)
-            if isinstance(r.get("heldout_loss"), int | float)]
+    return evaluations(read_records(path, kind=EVAL_KIND))
 
 
-def evaluation_flops(path: Path) -> int:
-    """FLOPs of the stage's held-out evaluations (each recorded once, however often the stage resumed)."""
-    return sum(int(r.get("flops") or 0) for r in read_records(path, kind=EVAL_KIND))
+def evaluation_flops(records: list[dict[str, Any]]) -> int:
+    """FLOPs of a stage's held-out evaluations (records: `read_records(kind=EVAL_KIND)`, so each counts once
+    however often the stage resumed)."""
+    return sum(int(r.get("flops") or 0) for r in records)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
