@@ -140,3 +140,25 @@ def test_a_stage_reads_its_shard_in_a_seeded_order(assets) -> None:
     assert not other & set(in_order) and len(other) + len(in_order) == len(read_texts(assets.train_dir))
     # a stage continuing at document 5 of the stream reads what the first stage would have read next
     assert _documents_read(assets, seed=7, rank=0, world=2, start=5, count=7) == first[5:]
+
+
+def test_heldout_windows_are_a_fixed_sample_spread_over_the_documents(assets, tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="torch is not installed")
+    from familyc.backend.evaluate import load_heldout
+
+    folder = tmp_path / "heldout"
+    folder.mkdir()
+    texts = [f"def function_{i}(x):\n    return x * {i}\n" * 12 for i in range(60)]  # about 260 tokens each
+    (folder / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+
+    def windows(tokens: int, part: str = "all") -> set[tuple[int, ...]]:
+        held = load_heldout(folder, assets.tokenizer_dir, seq_len=64, max_tokens=tokens, part=part)
+        assert held.tokens == min(tokens // 64, held.windows.shape[0]) * 64
+        return {tuple(w.tolist()) for w in held.windows}
+
+    small = load_heldout(folder, assets.tokenizer_dir, seq_len=64, max_tokens=640)
+    first_ten = load_heldout(folder, assets.tokenizer_dir, seq_len=64, max_tokens=10 ** 6).windows[:10]
+    assert small.windows.shape == (10, 65) and not bool((small.windows == first_ten).all())
+    assert small.documents > 4  # ten windows of a 64-token sequence drawn from far more than the first documents
+    assert windows(640) == windows(640) and windows(640) <= windows(6400)  # fixed; a smaller ask is a subset
+    assert not windows(10 ** 6, "validation") & windows(10 ** 6, "test")  # the halves share no document

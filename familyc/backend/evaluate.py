@@ -2,13 +2,15 @@
 
 The held-out documents are tokenized as torchtitan's text loader does for training (BOS, the
 document's tokens, EOS; documents packed back to back) and cut into windows of seq_len + 1
-tokens: the model sees the first seq_len, the loss is taken on the next token at every position.
+tokens, of which a fixed random sample is evaluated: the model sees the first seq_len, the loss is
+taken on the next token at every position.
 Models are torchtitan's own Llama 3 (familyc.backend.model) in fp32, loaded from the run's
 model-only DCP checkpoints; everything runs without gradients on the CPU (or the given device).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,12 @@ from familyc.plan.ir import Plan
 
 DEFAULT_MAX_TOKENS = 32_768
 """Held-out tokens evaluated by default: enough for a stable mean on the demo corpus (21K tokens)."""
+WINDOW_SEED = 0
+"""Which windows of the held-out split are drawn: fixed, so every run is evaluated on the same ones."""
+POOL_TOKENS = 1 << 20
+POOL_FACTOR = 16
+"""The windows are drawn from the first max(POOL_TOKENS, POOL_FACTOR x asked) tokens of the split: all of a
+builtin corpus's (stdlib-source's held-out split is about 600K tokens), and a bounded read of a large one."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -39,7 +47,15 @@ class Heldout:
 
 def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
                  max_tokens: int = DEFAULT_MAX_TOKENS, part: HeldoutPart = "all") -> Heldout:
-    """The first `max_tokens` of the held-out documents of `part` (familyc.enums.HeldoutPart)."""
+    """`max_tokens` of the held-out documents of `part` (familyc.enums.HeldoutPart), as windows drawn at random.
+
+    The documents are packed as for training and cut into consecutive windows; `max_tokens // seq_len` of
+    them are drawn without replacement with a fixed seed (WINDOW_SEED), so every run and every stage is
+    evaluated on the same windows, and they are spread over the documents: the first windows of a split in
+    file order are a few neighbouring files (on `stdlib-source`, 8,192 tokens were two asyncio modules).
+    A smaller `max_tokens` draws a subset of a larger one's windows (from the same pool). Documents are read
+    in file order until the pool holds POOL_TOKENS (or POOL_FACTOR x max_tokens, if more), so a large split is
+    not read whole."""
     from tokenizers import Tokenizer
 
     from familyc.data.builtin import in_heldout_part
@@ -50,7 +66,8 @@ def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
     if bos is None or eos is None:
         raise ValueError(f"{tokenizer_dir / 'tokenizer.json'} lacks its config's bos_token or eos_token")
     ids: list[int] = []
-    documents = 0
+    starts: list[int] = []  # where each document begins in `ids`
+    pool = max(POOL_TOKENS, POOL_FACTOR * max_tokens)
     for path in sorted(heldout_dir.glob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip():
@@ -58,17 +75,24 @@ def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
             text = json.loads(line)["text"]
             if not in_heldout_part(text, part):
                 continue
+            starts.append(len(ids))
             ids += [bos, *tokenizer.encode(text, add_special_tokens=False).ids, eos]
-            documents += 1
-            if len(ids) >= max_tokens + seq_len + 1:
+            if len(ids) > pool:
                 break
-    n = min(len(ids) - 1, max_tokens) // seq_len
+        if len(ids) > pool:
+            break
+    available = (len(ids) - 1) // seq_len
+    n = min(available, max_tokens // seq_len)
     if n < 1:
         raise ValueError(f"{heldout_dir} holds fewer than {seq_len + 1} tokens"
                          + ("" if part == "all" else f" in its {part} half"))
-    flat = torch.tensor(ids[: n * seq_len + 1], dtype=torch.long)
-    windows = torch.stack([flat[i * seq_len: (i + 1) * seq_len + 1] for i in range(n)])
-    return Heldout(windows=windows, documents=documents)
+    order = torch.randperm(available, generator=torch.Generator().manual_seed(WINDOW_SEED))[:n]
+    chosen = sorted(int(i) for i in order)
+    flat = torch.tensor(ids, dtype=torch.long)
+    windows = torch.stack([flat[i * seq_len: (i + 1) * seq_len + 1] for i in chosen])
+    documents = {d for i in chosen for d in range(bisect.bisect_right(starts, i * seq_len),
+                                                   bisect.bisect_right(starts, (i + 1) * seq_len) + 1)}
+    return Heldout(windows=windows, documents=len(documents))
 
 
 def load_member(plan: Plan, member_name: str, weights: Path, *, device: str = "cpu") -> torch.nn.Module:

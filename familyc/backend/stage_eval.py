@@ -3,7 +3,7 @@
 A stage told FAMILYC_HELDOUT, FAMILYC_EVAL_INTERVAL and FAMILYC_EVAL_TOKENS (familyc.backend.environment)
 evaluates the held-out split before its first update (step 0), after every interval-th step and after its
 last step, on the trainer's own model (FSDP-sharded, so every rank takes part): the windows are the report's
-(familyc.backend.evaluate.load_heldout: the same tokenization, the first `tokens` of the split), split into
+(familyc.backend.evaluate.load_heldout: the same tokenization and the same windows, drawn at random), split into
 one contiguous slice per rank, evaluated in micro-batches of the stage's size with gradients off and
 torch.compile's code bypassed (eager: no recompilation for a no-grad graph), and the summed loss is
 all-reduced. Rank 0 appends one record per evaluation to the stage's metrics.jsonl:
