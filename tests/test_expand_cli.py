@@ -78,13 +78,14 @@ def test_operators_can_be_overridden_and_a_false_exact_claim_fails_verify(xs: Pa
 
 
 def test_a_width_growth_the_spec_does_not_plan_is_verified_at_the_eps_it_needs(xs: Path, tmp_path: Path) -> None:
-    """xs -> m with the zero operator (the tiny spec grows m from s with exact copies): exact, but only at the
-    halved norm eps the wider stream needs, which verify uses and a note names."""
-    code, output = invoke("xs", "m", "--src", str(xs), "--dst", str(tmp_path / "m"), "--width", "zero",
+    """xs -> m with the split operator (the tiny spec grows m from s with zero, so the plan's m has half the
+    architecture's eps): exact, but only at the eps split needs (its copies keep the RMS: scale 2 x 64/128 = 1),
+    which verify uses and a note names."""
+    code, output = invoke("xs", "m", "--src", str(xs), "--dst", str(tmp_path / "m"), "--width", "split",
                           "--depth", "zero_insert", "--verify")
     assert code == 0, output
-    assert "(zero + zero_insert, exact)" in output
-    assert "note: these weights compute xs's function with norm eps 5e-06; the plan's m has 1e-05" in output
+    assert "(split + zero_insert, exact)" in output
+    assert "note: these weights compute xs's function with norm eps 1e-05; the plan's m has 5e-06" in output
     assert float(output.split("max |delta logit| = ")[1].split(",")[0]) <= 1e-4
 
 

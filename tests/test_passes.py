@@ -172,8 +172,10 @@ def test_lowering_orders_steps_and_splits_batches(write_spec: WriteSpec) -> None
             assert step.activation_checkpointing == "none" and step.memory.fits
         else:
             assert isinstance(step, ExpandStep) and step.optimizer_state == "fresh"
-            # the width step adds symmetry-breaking noise; the depth steps are exact
-            assert (step.exactness, step.noise) == (("approximate", 0.05) if step.id == "expand-s-m" else ("exact", 0))
+            # every step is exact: zero blocks for depth, the zero operator for width (no copies, no noise)
+            assert (step.exactness, step.noise) == ("exact", 0)
+            expected = ("zero", "none") if step.id == "expand-s-m" else ("none", "zero_insert")
+            assert (step.width, step.depth) == expected
     train_s = state.steps[2]
     assert isinstance(train_s, TrainStep) and (train_s.source, train_s.init_from) == ("xs", "expand-xs-s")
 
@@ -289,12 +291,14 @@ def test_check_plan_warns(write_spec: WriteSpec) -> None:
 
 def test_check_plan_warns_about_width_growth_without_noise(write_spec: WriteSpec) -> None:
     """Copies get identical gradients: without noise a widened member never uses its new width."""
-    symmetric = mutated(tiny_data(), **{"growth.1.noise": 0})
+    copying = {"growth.1.width": "exact", "growth.1.function_preserving": False}
+    symmetric = mutated(tiny_data(), **copying, **{"growth.1.noise": 0})
     (warning,) = [w for w in run_until(write_spec(symmetric), "check_plan").plan.warnings if "with noise 0:" in w]
     assert warning.startswith("expand-s-m: grows the width by copying units with noise 0")
     assert "set this growth step's noise > 0" in warning
-    noisy = mutated(tiny_data(), **{"growth.1.noise": 0.05})  # the spec's own; depth-only steps never warn
-    assert not [w for w in run_until(write_spec(noisy), "check_plan").plan.warnings if "with noise 0:" in w]
+    for data in (mutated(tiny_data(), **copying, **{"growth.1.noise": 0.05}), tiny_data()):  # noise, or zero
+        assert not [w for w in run_until(write_spec(data, "quiet.yaml"), "check_plan").plan.warnings
+                    if "with noise 0:" in w]  # (depth-only steps never warn)
 
 
 def test_compile_is_deterministic(in_repo: Path) -> None:
