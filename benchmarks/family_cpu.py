@@ -76,13 +76,26 @@ def seeded_spec(spec: Path, seed: int, out: Path, change: Callable[[dict[str, An
     return out
 
 
+def report(folder: Path, heldout_tokens: int, parts: tuple[str, ...]) -> dict[str, Any]:
+    """`familyc report --format json` of FOLDER/run on each held-out part."""
+    return {part: json.loads(familyc("report", str(folder / "run"), "--format", "json", "--heldout-tokens",
+                                     str(heldout_tokens), "--heldout-part", part, capture=True))
+            for part in parts}
+
+
 def run_family(folder: Path, spec_path: str, seed: int, *, baselines: bool, heldout_tokens: int,
-               parts: tuple[str, ...] = PARTS, change: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
+               parts: tuple[str, ...] = PARTS, change: Callable[[dict[str, Any]], str] | None = None,
+               rereport: bool = False) -> dict[str, Any]:
     """One family trained and reported on each held-out part (or what an earlier invocation recorded in
-    FOLDER/reports.json); an interrupted run is continued by `familyc apply`."""
+    FOLDER/reports.json; `rereport`: its members evaluated again by this familyc); an interrupted run is
+    continued by `familyc apply`."""
     done = folder / "reports.json"
     if done.is_file():
         body: dict[str, Any] = json.loads(done.read_text(encoding="utf-8"))
+        if rereport:
+            body["reports"] = report(folder, heldout_tokens, parts)
+            body["rereported"] = datetime.now(UTC).isoformat(timespec="seconds")
+            atomic_write(done, json.dumps(body, indent=1) + "\n")
         return body
     spec = seeded_spec(REPO / spec_path, seed, folder / "spec.yaml", change)
     plan = folder / "plan.json"
@@ -91,9 +104,7 @@ def run_family(folder: Path, spec_path: str, seed: int, *, baselines: bool, held
     resumed = (folder / "run" / "state.json").exists()
     familyc("apply", str(plan), "--yes", "--run-dir", str(folder / "run"), *(["--baselines"] if baselines else []))
     seconds = time.monotonic() - began
-    reports = {part: json.loads(familyc("report", str(folder / "run"), "--format", "json", "--heldout-tokens",
-                                        str(heldout_tokens), "--heldout-part", part, capture=True))
-               for part in parts}
+    reports = report(folder, heldout_tokens, parts)
     body = {"seed": seed, "wall_seconds": seconds, "resumed": resumed, "reports": reports}
     atomic_write(done, json.dumps(body, indent=1) + "\n")
     return body
