@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -136,8 +137,7 @@ def main() -> None:
     rows = [row(name, body) for name, body in bodies.items()]
     result = {"date": datetime.now(UTC).date().isoformat(), "seed": args.seed, "part": PART,
               "heldout_tokens": args.heldout_tokens,
-              "command": f".venv/bin/python benchmarks/family_cpu_ablation.py --seed {args.seed} "
-                         "--update BENCHMARKS.md",
+              "command": " ".join([".venv/bin/python", "benchmarks/family_cpu_ablation.py", *sys.argv[1:]]),
               "chosen": min(rows, key=lambda r: r["grown_mean"])["name"], "rows": rows,
               "rereported": any("rereported" in body for body in bodies.values()),
               "grown_mean": spread([r["grown_mean"] for r in rows]),
