@@ -7,11 +7,9 @@ Every configuration is the progressive family of specs/bench_cpu.yaml (LR per si
 family does not grow, so no configuration changes it) with one change to its growth steps, trained with the same
 seed (model initialisation, growth noise, data order), so the configurations differ by the change alone:
 
-  as-is             the spec as it is
-  half-peak         every growth: the stage's warmup (5%) to half of the member's peak LR
-  no-warmup-half    every growth: no warmup, straight to half of the member's peak (a head start kept from step 1)
-  zero-width        the width growth (B -> C): the `zero` operator (new channels, heads and FFN units start at zero
-                    output; no copies, so no copy symmetry and no noise; exact)
+  as-is                   the spec as it is (the screen's choice): B -> C with the `zero` width operator
+  copies-noise            B -> C as whole copies plus noise of 5% of each tensor's std (the default before)
+  copies-noise-half-peak  that, and every growth's warmup climbs to half of the member's peak LR only
 
 The optimizer policy is not screened: `carry` (AdamW's moments mapped through the growth) is not built yet, so every
 configuration starts each grown stage with a fresh AdamW.
@@ -53,19 +51,23 @@ def _every_growth(lr: dict[str, Any], what: str) -> Callable[[dict[str, Any]], s
     return change
 
 
-def _zero_width(spec: dict[str, Any]) -> str:
+def _copying_width(spec: dict[str, Any]) -> str:
+    """The width growth as whole copies plus 5% noise (the specs' default before this screen)."""
     for step in spec["growth"]:
         if step.get("width", "fpi") != "none":
-            step.update(width="zero", noise=0, function_preserving=True)
-    return "width growth: zero operator"
+            step.update(width="exact", noise=0.05, function_preserving=False)
+    return "width growth: exact copies + noise 0.05"
+
+
+def _then(*changes: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    return lambda spec: ", ".join(change(spec) for change in changes)
 
 
 CONFIGURATIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str] | None]] = {
-    "as-is": ("the spec as it is (warmup 5% to the member's peak, B -> C copies + 5% noise)", None),
-    "half-peak": ("growth lr: warmup 5% to half the peak", _every_growth({"peak_factor": 0.5}, "growth lr half peak")),
-    "no-warmup-half": ("growth lr: no warmup, half the peak",
-                       _every_growth({"warmup": "none", "peak_factor": 0.5}, "growth lr no warmup, half peak")),
-    "zero-width": ("B -> C: `zero` width operator (exact, no copies)", _zero_width),
+    "as-is": ("the spec: B -> C with the `zero` operator (exact, no copies), warmup 5% to the member's peak", None),
+    "copies-noise": ("B -> C as whole copies + 5% noise (approximate; the default before)", _copying_width),
+    "copies-noise-half-peak": ("copies + noise, and every growth's warmup goes to half the member's peak",
+                               _then(_copying_width, _every_growth({"peak_factor": 0.5}, "growth lr half peak"))),
 }
 
 
