@@ -13,10 +13,10 @@ For every seed s (0 .. N-1), on the same data (the standard library's source, `s
 each spec with training.seed = s and every growth step's seed = s (model initialisation, growth noise and the
 data order: every rank reads its documents shuffled by training.seed, data.shuffle). Seed s of the progressive
 family is paired with seed s of the independent one: their first member is the same run. Each run is evaluated by
-`familyc report` on two disjoint halves of the held-out split (by document; never trained on): `validation`, the
-half to choose configurations on (benchmarks/family_cpu_ablation.py), and `test`, the half every reported number
-comes from. Each stage also evaluates the held-out split during
-training (training.eval), from which the report takes each growth's head start.
+`familyc report` on the `test` half of the held-out split (by document; never trained on), the half every reported
+number comes from; the other half, `validation`, is the one configurations are chosen on
+(benchmarks/family_cpu_ablation.py). Each stage also evaluates the held-out split during training
+(training.eval), from which the report takes each growth's head start.
 
 Resumable: a run whose reports are in WORK/seed-<s>/<variant>/reports.json is not run again; an interrupted run is
 continued by `familyc apply` itself. Writes benchmarks/results/family_cpu.json (every seed's reports) and, with
@@ -114,7 +114,7 @@ def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dic
     """One seed of one variant, trained and reported (or what an earlier invocation recorded)."""
     spec_path, baselines = VARIANTS[variant]
     body = run_family(work / f"seed-{seed}" / variant, spec_path, seed, baselines=baselines,
-                      heldout_tokens=heldout_tokens)
+                      heldout_tokens=heldout_tokens, parts=("test",))
     return {"variant": variant, **body}
 
 
@@ -227,9 +227,9 @@ def summarize(seeds: list[dict[str, Any]], work: Path, total_seconds: float | No
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count() or 0} cores",
         "command": f".venv/bin/python benchmarks/family_cpu.py --seeds {len(seeds)} --update BENCHMARKS.md",
         "seeds": [s["seed"] for s in seeds],
-        "heldout": {part: first_report(seeds, part)["heldout"] for part in PARTS},
+        "heldout": {"test": first_report(seeds, "test")["heldout"]},
         "flops": {"progressive": prog_flops, "independent": ind_flops, "ratio": prog_flops / ind_flops},
-        "members": test, "members_validation": member_table(seeds, "validation"), "mean_adjacent_kl": kl,
+        "members": test, "mean_adjacent_kl": kl,
         "head_starts": growth, "twin_divergence": twin, "wall_seconds": wall, "total_seconds": total_seconds,
         "targets": targets,
     }
@@ -253,9 +253,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{n} seeds ({', '.join(map(str, result['seeds']))}: model initialisation, growth noise and the order in which "
         "each rank reads the documents). Mean ± sample standard deviation over seeds of the held-out loss (nats per "
         f"token) on the **test** half of the held-out split ({held['test']['tokens']:,} tokens of "
-        f"{held['test']['documents']} files never trained on); the validation half "
-        f"({held['validation']['tokens']:,} tokens of {held['validation']['documents']} other files) is for choosing "
-        "configurations and is shown below it. `wins`: seeds in which the progressive member is at most its "
+        f"{held['test']['documents']} files never trained on, as windows drawn at random); the validation half "
+        "(other files) is for choosing configurations (benchmarks/family_cpu_ablation.py) and is not evaluated "
+        "here. `wins`: seeds in which the progressive member is at most its "
         "independent twin (the first member is the same run in both families).", "",
         "| member | progressive (LR per size) | progressive (one LR) | independent | progressive / independent "
         "| wins |",
@@ -264,10 +264,6 @@ def markdown(result: dict[str, Any]) -> str:
     for m in result["members"]:
         lines.append(f"| {m['name']} | {pm(m['progressive'])} | {pm(m['constant_lr'])} | {pm(m['independent'])} | "
                      f"{pm(m['ratio'])} | {m['wins']}/{n} |")
-    lines += ["", "Validation half (what a configuration is chosen on):", "",
-              "| member | progressive (LR per size) | progressive (one LR) | independent |", "|---|---:|---:|---:|"]
-    lines += [f"| {m['name']} | {pm(m['progressive'])} | {pm(m['constant_lr'])} | {pm(m['independent'])} |"
-              for m in result["members_validation"]]
     kl, f = result["mean_adjacent_kl"], result["flops"]
     lines += ["", "| family | FLOPs | mean adjacent KL (test, both directions) |", "|---|---:|---:|",
               f"| progressive, LR per size | {f['progressive']:.3e} | {pm(kl['progressive'])} |",
