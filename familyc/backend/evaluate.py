@@ -68,17 +68,13 @@ def load_heldout(heldout_dir: Path, tokenizer_dir: Path, *, seq_len: int,
     ids: list[int] = []
     starts: list[int] = []  # where each document begins in `ids`
     pool = max(POOL_TOKENS, POOL_FACTOR * max_tokens)
-    for path in sorted(heldout_dir.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            text = json.loads(line)["text"]
-            if not in_heldout_part(text, part):
-                continue
-            starts.append(len(ids))
-            ids += [bos, *tokenizer.encode(text, add_special_tokens=False).ids, eos]
-            if len(ids) > pool:
-                break
+    texts = (json.loads(line)["text"] for path in sorted(heldout_dir.glob("*.jsonl"))
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    for text in texts:
+        if not in_heldout_part(text, part):
+            continue
+        starts.append(len(ids))
+        ids += [bos, *tokenizer.encode(text, add_special_tokens=False).ids, eos]
         if len(ids) > pool:
             break
     available = (len(ids) - 1) // seq_len
