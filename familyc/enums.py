@@ -18,7 +18,9 @@ Exactness = Literal["exact", "approximate", "impossible"]
 GqaMode = Literal["unchanged", "keep_kv", "grow_kv", "mixed"]
 """How grouped-query attention grows: keep_kv (more query heads per KV head), grow_kv (KV heads grow
 with their groups), mixed (both)."""
-OptimizerAfterGrowth = Literal["fresh"]
+OptimizerAfterGrowth = Literal["fresh", "carry"]
+"""AdamW's state at a growth step: fresh (zero moments, as from scratch) or carry (the source's final moments,
+mapped through the growth's index maps: familyc.expand.moments)."""
 WarmupAfterGrowth = Literal["schedule", "none", "steps", "fraction"]
 """The warmup of a grown member's stage: the family's schedule (and restart_warmup), none, N steps, a fraction."""
 

@@ -235,6 +235,29 @@ def test_a_growth_steps_lr_policy_sets_its_stages_warmup_and_peak_only(write_spe
     assert l_stage.schedule.warmup_steps == round(0.5 * l_stage.num_steps)
 
 
+def test_a_growth_step_that_carries_the_optimizer_keeps_its_sources_moments(write_spec: WriteSpec) -> None:
+    """growth[].optimizer: carry on s -> m only: that expand step says so, the plan names it, train-s saves its
+    moments (more disk), train-m loads them; no other stage, and no baseline, does either."""
+    data = tiny_data()
+    data["growth"][1]["optimizer"] = "carry"
+    plain = run_until(write_spec(tiny_data(), "plain.yaml"), "attach_costs").plan
+    plan = run_until(write_spec(data), "attach_costs").plan
+    assert plain is not None and plan is not None
+    assert {s.id: s.optimizer_state for s in plan.expand_steps()} == {
+        "expand-xs-s": "fresh", "expand-s-m": "carry", "expand-m-l": "fresh"}
+    assert (plan.training.optimizer_after_growth, plain.training.optimizer_after_growth) == ("carry", "fresh")
+    assert [s.member for s in plan.train_steps() if plan.saves_optimizer(s)] == ["s"]
+    assert [s.member for s in plan.train_steps() if plan.carries_optimizer(s)] == ["m"]
+    baselines = [b.train for b in plan.baseline.members]
+    assert not any(plan.saves_optimizer(b) or plan.carries_optimizer(b) for b in baselines)
+    s, before = plan.train_step("s"), plain.train_step("s")
+    params = plan.member("s").params
+    assert plan.disk_bytes(s) - plain.disk_bytes(before) == 2 * 8 * params  # moments saved, then moved
+    grown, fresh = plan.step("expand-s-m"), plain.step("expand-s-m")
+    assert isinstance(grown, ExpandStep) and isinstance(fresh, ExpandStep)
+    assert (grown.bytes_read, grown.bytes_written) == (3 * fresh.bytes_read, 3 * fresh.bytes_written)
+
+
 def test_an_absurd_peak_factor_is_refused_at_its_key(write_spec: WriteSpec) -> None:
     data = mutated(tiny_data(), **{"growth.1.lr": {"peak_factor": 20}})
     with pytest.raises(SpecError) as info:

@@ -170,3 +170,16 @@ def test_diff_names_a_change_of_a_stages_heldout_evaluation() -> None:
     (change,) = diff_plans(PLAN, new).steps
     assert change.id == "train-l" and change.details == ("eval every 7 steps, 4,096 tokens -> every 10 steps, "
                                                          "4,096 tokens",)
+
+
+def test_diff_names_a_change_of_a_growth_steps_optimizer_policy() -> None:
+    import dataclasses
+
+    from familyc.plan.diff import diff_plans
+
+    step = PLAN.step("expand-s-m")
+    assert isinstance(step, ExpandStep) and step.optimizer_state == "fresh"
+    changed = dataclasses.replace(step, optimizer_state="carry")
+    new = dataclasses.replace(PLAN, steps=tuple(changed if s.id == step.id else s for s in PLAN.steps))
+    (change,) = diff_plans(PLAN, new).steps
+    assert change.id == "expand-s-m" and change.details == ("optimizer_state fresh -> carry",)

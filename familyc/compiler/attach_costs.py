@@ -148,7 +148,8 @@ def attach_costs(c: Compilation) -> Compilation:
             optimizer=OptimizerPlan(name="AdamW", weight_decay=o.weight_decay, beta1=o.beta1, beta2=o.beta2,
                                     eps=o.eps, max_grad_norm=o.max_grad_norm),
             compile=t.compile, checkpoint_interval=t.checkpoint_interval, log_interval=t.log_interval, seed=t.seed,
-            optimizer_after_growth="fresh",
+            optimizer_after_growth="carry" if any(isinstance(s, ExpandStep) and s.optimizer_state == "carry"
+                                                  for s in steps) else "fresh",
         ),
         budget=BudgetPlan(rule=spec.budget.rule, tokens_per_param=None if r is None else float(f"{r:.6g}"),
                           params=spec.budget.params),

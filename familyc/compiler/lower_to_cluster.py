@@ -154,9 +154,10 @@ def _expand_step(c: Compilation, g: GrowthSpec) -> ExpandStep:
     return ExpandStep(
         id=f"expand-{g.source}-{g.target}", member=g.target, source=g.source, width=g.width, depth=g.depth,
         gqa=result.gqa, noise=g.noise, seed=g.seed, exactness=result.exactness, reasons=result.reasons,
-        summary=result.summary, optimizer_state="fresh",
+        summary=result.summary, optimizer_state=g.optimizer,
         lr_after=LRAfterGrowth(warmup=g.lr.warmup, warmup_value=g.lr.warmup_value, peak_factor=g.lr.peak_factor),
-        bytes_read=member_checkpoint_bytes(src.params), bytes_written=member_checkpoint_bytes(dst.params),
+        bytes_read=member_checkpoint_bytes(src.params, moments=g.optimizer == "carry"),
+        bytes_written=member_checkpoint_bytes(dst.params, moments=g.optimizer == "carry"),
     )
 
 

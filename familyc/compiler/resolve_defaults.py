@@ -163,7 +163,7 @@ def _build(r: _Reader) -> FamilySpec:
     growth = tuple(
         GrowthSpec(index=i, source=g["from"], target=g["to"], width=g["width"], depth=g["depth"],
                    noise=float(g["noise"]), seed=g["seed"], function_preserving=g["function_preserving"],
-                   lr=_growth_lr(r, i, g.get("lr")))
+                   lr=_growth_lr(r, i, g.get("lr")), optimizer=g["optimizer"])
         for i, g in enumerate(d["growth"])
     )
     b = d["budget"]

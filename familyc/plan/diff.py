@@ -23,7 +23,7 @@ _STEP_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
     ("source", str), ("tokens", units.count), ("num_steps", lambda v: f"{v:,}"), ("batch_tokens", units.count),
     ("local_batch_size", str), ("grad_accum", str), ("devices", str), ("activation_checkpointing", str),
     ("max_lr", units.lr), ("width", str), ("depth", str), ("gqa", str), ("noise", str), ("exactness", str),
-    ("lr_after", lambda v: v.describe()),
+    ("lr_after", lambda v: v.describe()), ("optimizer_state", str),
     ("eval", lambda v: "none" if v is None else f"every {v.interval} steps, {units.count(v.tokens)} tokens"),
 )
 _DESCRIBED = frozenset({"eval", "lr_after"})

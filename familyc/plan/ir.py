@@ -122,7 +122,7 @@ class TrainingPlan:
     log_interval: int
     seed: int
     optimizer_after_growth: OptimizerAfterGrowth
-    """What happens to the optimizer state at a growth step: `fresh` (see README)."""
+    """`carry` when any growth step carries the optimizer state, else `fresh` (each step says its own)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -280,7 +280,17 @@ class Plan:
 
     def disk_bytes(self, step: TrainStep) -> int:
         """Free disk a training stage needs for its checkpoints (familyc.cost.storage)."""
-        return stage_disk_bytes(self.member(step.member).params)
+        return stage_disk_bytes(self.member(step.member).params, moments=self.saves_optimizer(step))
+
+    def saves_optimizer(self, step: TrainStep) -> bool:
+        """Whether the stage keeps its final AdamW moments: a growth step carries them from its member."""
+        return not self.is_baseline(step) and any(
+            s.source == step.member and s.optimizer_state == "carry" for s in self.expand_steps())
+
+    def carries_optimizer(self, step: TrainStep) -> bool:
+        """Whether the stage starts from the moments its growth step carried (not fresh ones)."""
+        growth = None if self.is_baseline(step) else self.growth_into(step.member)
+        return growth is not None and growth.optimizer_state == "carry"
 
     def lineage(self, member: str) -> tuple[str, ...]:
         """The members `member` was grown from, smallest first (empty for the first member)."""

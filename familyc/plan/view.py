@@ -56,8 +56,7 @@ def plan_document(plan: Plan) -> Document:
         f"{units.money(c.price_per_gpu_hour)} per GPU-hour",
         f"budget: {plan.budget.rule} rule"
         + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter"
-           if plan.budget.tokens_per_param else "")
-        + f"; optimizer after growth: {plan.training.optimizer_after_growth}",
+           if plan.budget.tokens_per_param else ""),
         f"data: {plan.data.kind} {plan.data.name}, {units.percent(plan.data.heldout_fraction)} held out; "
         f"tokenizer: {plan.tokenizer.kind} {plan.tokenizer.name}; progressive stages "
         + ("continue in the data stream" if plan.data.progressive_stages == "continue" else
@@ -88,11 +87,12 @@ def plan_document(plan: Plan) -> Document:
     steps = Table(title="Progressive steps", headers=STEP_HEADERS, rows=tuple(rows), right=STEP_RIGHT)
     growth = Table(
         title="Growth",
-        headers=("step", "width", "depth", "gqa", "noise", "function", "LR after", "reads", "writes", "shapes"),
+        headers=("step", "width", "depth", "gqa", "noise", "function", "LR after", "optimizer", "reads", "writes",
+                 "shapes"),
         rows=tuple((s.id, s.width, s.depth, s.gqa, f"{s.noise:g}", s.exactness, s.lr_after.describe(),
-                    units.gib(s.bytes_read), units.gib(s.bytes_written), s.summary)
+                    s.optimizer_state, units.gib(s.bytes_read), units.gib(s.bytes_written), s.summary)
                    for s in plan.steps if isinstance(s, ExpandStep)),
-        wrap=frozenset({9}),
+        wrap=frozenset({10}),
     )
     baseline = Table(title="Independent baseline (every member from scratch)", headers=STEP_HEADERS,
                      rows=tuple(_train_row(str(i), b.train) for i, b in enumerate(plan.baseline.members, start=1)),

@@ -19,6 +19,7 @@ from familyc.enums import (
     DecayType,
     DepthOperator,
     LRRule,
+    OptimizerAfterGrowth,
     Precision,
     ProgressiveStages,
     TokenizerKind,
@@ -76,6 +77,7 @@ class GrowthSpec:
     seed: int
     function_preserving: bool
     lr: GrowthLR = GrowthLR()
+    optimizer: OptimizerAfterGrowth = "fresh"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
