@@ -207,6 +207,52 @@ def test_the_reference_run_trains_every_member_and_records_it(reference: Applied
     assert not list((run_dir / "members").glob(".*")) and not list((run_dir / "expansions").glob(".*"))
 
 
+def test_a_growth_step_that_carries_the_optimizer_hands_its_moments_to_the_grown_stage(reference: Applied) -> None:
+    """xs -> s and m -> l carry AdamW's state: xs and m keep their final moments in their folders, the two
+    expansions hold them grown (exactly the growth's map of the source's), and train-s and train-l load them
+    before their first step, at their own schedule's LR; s -> m starts train-m with a fresh optimizer."""
+    import torch
+
+    from familyc.backend.keys import model_keys
+    from familyc.backend.moments import CARRIED_KIND
+    from familyc.checkpoint.reader import load_state_dict
+    from familyc.expand.moments import MomentRecipes
+
+    assert reference.returncode == 0, reference.output[-4000:]
+    run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
+    for step in train_steps(plan):
+        kept = run_dir / "members" / step.member / "optimizer"
+        assert kept.is_dir() == (step.member in ("xs", "m")), step.member
+        listed = json.loads((kept.parent / MEMBER_SIDECAR).read_text())["files"]
+        assert ("optimizer/.metadata" in listed) == kept.is_dir()
+    for growth in plan.expand_steps():
+        folder = run_dir / "expansions" / growth.id
+        assert verify_sidecar(folder, kind="expansion") == []
+        assert (folder / "optimizer").is_dir() == (growth.optimizer_state == "carry")
+        assert f"{growth.id}: growing" in reference.output and f"optimizer {growth.optimizer_state})" in reference.output
+        if growth.optimizer_state == "carry":
+            recipes = MomentRecipes(plan.shape(growth.source), plan.shape(growth.member), width=growth.width,
+                                    depth=growth.depth, seed=growth.seed)
+            source = load_state_dict(run_dir / "members" / growth.source / "optimizer")
+            grown = load_state_dict(folder / "optimizer")
+            assert set(grown) == set(recipes.target_keys())
+            for target in recipes.targets(torch.float32):
+                assert torch.equal(grown[target.key], target.compute(source.__getitem__)), target.key
+            assert any(bool((t != 0).any()) for k, t in grown.items() if k.endswith(".exp_avg"))
+    for step in train_steps(plan):
+        metrics = run_dir / "steps" / step.id / "metrics.jsonl"
+        carried = read_records(metrics, kind=CARRIED_KIND)
+        if step.member not in ("s", "l"):
+            assert carried == [], step.id
+            continue
+        (record,) = carried
+        first = read_records(metrics)[0]
+        assert first["step"] == 1
+        assert record["tensors"] == 3 * len(model_keys(plan.shape(step.member)))
+        assert record["group_lrs"] and all(lr == pytest.approx(first["lr"], rel=1e-9) for lr in record["group_lrs"])
+        assert "optimizer state tensors carried from" in (run_dir / "steps" / step.id / "stdout.log").read_text()
+
+
 def test_the_reference_run_records_measured_compute_with_the_plans_formula(reference: Applied) -> None:
     assert reference.returncode == 0, reference.output[-4000:]
     run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
@@ -326,7 +372,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> Crashed:
         # 2. train-xs is adopted; apply dies with about half of expand-xs-s's tensors written
         out.applies["expand"] = apply(run_dir, failpoints="expand-midway")
         out.left["expand"] = names(run_dir / "expansions")
-        out.left["expand-tmp"] = [f"{p.name}:{p.stat().st_size}" for t in (run_dir / "expansions").glob(".*")
+        out.left["expand-tmp"] = [f"{p.name}:{p.stat().st_size}" for t in (run_dir / "expansions").glob(".*.tmp-*")
                                   for p in sorted(t.iterdir())]
         # what a kill during train-m's first periodic save would leave: a checkpoint folder, no complete save
         torn = run_dir / "steps" / "train-m" / "dump" / "checkpoint" / "step-3"
@@ -362,7 +408,9 @@ def test_a_kill_in_the_middle_of_an_expansion_leaves_only_a_temporary_folder(cra
     assert killed.returncode == KILLED, killed.output[-4000:]
     assert "expand-xs-s: growing xs -> s" in killed.output and "expand-xs-s: wrote" not in killed.output
     left = crashed.left["expand"]
-    assert len(left) == 1 and left[0].startswith(".expand-xs-s.tmp-"), left  # never a half-written expand-xs-s
+    # never a half-written expand-xs-s: its temporary folder, and the grown moments (xs -> s carries the optimizer),
+    # written first, waiting to be moved inside it
+    assert len(left) == 2 and left[0] == ".expand-xs-s.moments" and left[1].startswith(".expand-xs-s.tmp-"), left
     (data,) = crashed.left["expand-tmp"]  # some tensors written; no .metadata, no sidecar
     assert data.startswith("__0_0.distcp:") and int(data.split(":")[1]) > 0, data
     assert killed.status("expand-xs-s") == "running"
@@ -425,6 +473,8 @@ def test_the_killed_run_ends_with_the_reference_members(crashed: Crashed, refere
     assert finish.returncode == 0, finish.output[-4000:]
     for member in ("xs", "s", "m", "l"):
         assert verify_sidecar(finish.run_dir / "members" / member, kind="member") == []
+    # xs's moments were still in its dump folder when apply died between the renames: the adoption moved them
+    assert (finish.run_dir / "members" / "xs" / "optimizer" / ".metadata").is_file()
     losses = heldout_losses(finish.run_dir)
     # resuming restores the weights, AdamW's moments, the schedule and each rank's place in the data:
     # the killed run's members are the reference's (bitwise on torch 2.13 CPU, eager)

@@ -8,6 +8,8 @@ Everything else a stage needs travels in these variables, spelled here once:
     FAMILYC_METRICS      rank 0 appends one JSON line per logged step there
     FAMILYC_DATA_START   continue the data stream where the stage that wrote this file stopped
     FAMILYC_DATA_END     after the last step, write every rank's data position here
+    FAMILYC_OPTIMIZER_START  load AdamW's moments from this DCP folder before the first step (optimizer: carry)
+    FAMILYC_OPTIMIZER_END    after the last step, save AdamW's moments to this DCP folder (familyc.backend.moments)
     FAMILYC_DATA_SEED    shuffle each rank's training documents with this seed (unset: the dataset's order)
     FAMILYC_HELDOUT      the run's held-out split (a folder of .jsonl): evaluated inside the stage when
     FAMILYC_EVAL_INTERVAL and FAMILYC_EVAL_TOKENS are set too (step 0, every interval steps, the last)
@@ -31,6 +33,8 @@ METRICS_ENV = "FAMILYC_METRICS"
 DATA_START_ENV = "FAMILYC_DATA_START"
 DATA_END_ENV = "FAMILYC_DATA_END"
 DATA_SEED_ENV = "FAMILYC_DATA_SEED"
+OPTIMIZER_START_ENV = "FAMILYC_OPTIMIZER_START"
+OPTIMIZER_END_ENV = "FAMILYC_OPTIMIZER_END"
 HELDOUT_ENV = "FAMILYC_HELDOUT"
 EVAL_INTERVAL_ENV = "FAMILYC_EVAL_INTERVAL"
 EVAL_TOKENS_ENV = "FAMILYC_EVAL_TOKENS"
@@ -92,6 +96,10 @@ class StageEnvironment:
     metrics: Path
     data_end: Path | None = None
     data_start: Path | None = None
+    optimizer_start: Path | None = None
+    """The moments the stage starts from (None: a fresh optimizer)."""
+    optimizer_end: Path | None = None
+    """Where the stage saves its final moments (None: it does not)."""
     eval_interval: int | None = None
     """Steps between held-out evaluations (None: none; the stage also needs the run's held-out split)."""
     eval_tokens: int | None = None
@@ -106,6 +114,10 @@ class StageEnvironment:
             out[DATA_START_ENV] = str(self.data_start.resolve())
         if self.data_end is not None:
             out[DATA_END_ENV] = str(self.data_end.resolve())
+        if self.optimizer_start is not None:
+            out[OPTIMIZER_START_ENV] = str(self.optimizer_start.resolve())
+        if self.optimizer_end is not None:
+            out[OPTIMIZER_END_ENV] = str(self.optimizer_end.resolve())
         return out
 
     def apply_to(self, environ: Mapping[str, str]) -> dict[str, str]:

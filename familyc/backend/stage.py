@@ -11,6 +11,9 @@ precedence):
     FAMILYC_DATA_START PATH                   continue the data stream where the stage that wrote PATH stopped
     FAMILYC_DATA_END PATH                     after the last step, write every rank's data position there
     FAMILYC_DATA_SEED SEED                    read each rank's documents in an order shuffled by SEED
+    FAMILYC_OPTIMIZER_START PATH              load AdamW's moments from PATH before the first step
+    FAMILYC_OPTIMIZER_END PATH                save AdamW's moments to PATH after the last step
+                                              (both: familyc.backend.moments)
     FAMILYC_HELDOUT, FAMILYC_EVAL_INTERVAL, FAMILYC_EVAL_TOKENS   evaluate the held-out split at step 0, every
                                               interval steps and the last (familyc.backend.stage_eval)
 Every other argument goes to torchtitan's ConfigManager, so `--training.steps 6` overrides the TOML.
@@ -53,6 +56,8 @@ from familyc.backend.environment import (  # noqa: E402  (torch-free)
     FLAVORS_ENV,
     METRICS_ENV,
     OFFLINE_ENVS,
+    OPTIMIZER_END_ENV,
+    OPTIMIZER_START_ENV,
 )
 from familyc.files import atomic_write  # noqa: E402
 
@@ -246,13 +251,46 @@ def _trainer_class() -> type:
             _STEP = self.step
             _STEP_LOSSES.clear()
             if self.step == 1:  # a fresh start (a resumed stage starts after its checkpoint's step)
+                _carry_optimizer(self, os.environ.get(OPTIMIZER_START_ENV))
                 _evaluate(self, 0)
             super().train_step(*args, **kwargs)
             if self.step == self.job_config.training.steps:  # before the final checkpoint is saved
                 _record_data_position(self, os.environ.get(DATA_END_ENV))
+                _keep_optimizer(self, os.environ.get(OPTIMIZER_END_ENV))
             _evaluate(self, self.step)
 
     return FamilycTrainer
+
+
+def _carry_optimizer(trainer: Any, path: str | None) -> None:
+    """Start from the moments the growth step carried (rank 0 records how many, and every group's LR)."""
+    if not path:
+        return
+    from torchtitan.tools.logging import logger
+
+    from familyc.backend.moments import load_moments
+
+    if not (Path(path) / ".metadata").is_file():
+        raise FileNotFoundError(f"{path}: the carried optimizer moments are missing (no .metadata); grow the member "
+                                "again (familyc apply redoes an expansion whose folder is removed)")
+    record = load_moments(trainer.optimizers, Path(path))
+    writer = trainer.metrics_processor.logger
+    if isinstance(writer, JsonlMetrics):
+        writer.write(record)
+    logger.info(f"familyc stage: {record['tensors']} optimizer state tensors carried from {path}; "
+                f"LR of the parameter groups {sorted(set(record['group_lrs']))}")
+
+
+def _keep_optimizer(trainer: Any, path: str | None) -> None:
+    """Save the final moments for the growth step that carries them (before the final model save)."""
+    if not path:
+        return
+    from torchtitan.tools.logging import logger
+
+    from familyc.backend.moments import save_moments
+
+    count = save_moments(trainer.optimizers, Path(path))
+    logger.info(f"familyc stage: {count} optimizer state tensors saved to {path}")
 
 
 def _evaluate(trainer: Any, step: int) -> None:

@@ -14,3 +14,6 @@ DATA_FILE = "__0_0.distcp"
 """The one data file of a single-process DCP save: `torch.save` records back to back."""
 METADATA_FILE = ".metadata"
 """DCP's pickled metadata: every key's shape, dtype and chunks, each a record at (file, offset, length)."""
+OPTIMIZER_FOLDER = "optimizer"
+"""The DCP folder of AdamW's moments inside a member's or an expansion's folder, when a growth step carries them
+(familyc.backend.moments)."""

@@ -145,6 +145,14 @@ def sidecar_files(folder: Path, kind: SidecarKind) -> dict[str, str]:
     return files
 
 
+def folder_digests(folder: Path) -> dict[str, str]:
+    """{path relative to `folder`: sha256} of every file in it and in its subfolders (a member's `optimizer/`),
+    its sidecars excepted: what a sidecar lists."""
+    sidecars = set(SIDECAR_FILES.values())
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and not (p.parent == folder and p.name in sidecars)}
+
+
 def folder_kind(folder: Path) -> SidecarKind | None:
     """The kind of the one sidecar in `folder`, None when there is none or several."""
     present = [kind for kind in SIDECAR_KINDS if (folder / SIDECAR_FILES[kind]).is_file()]
@@ -169,6 +177,19 @@ def verify_sidecar(folder: str | Path, *, kind: SidecarKind | None = None) -> li
             found.append(f"{file}: missing (the sidecar lists it)")
         elif (got := sha256_file(file)) != want:
             found.append(f"{file}: sha256 {got[:16]}… differs from the sidecar's {str(want)[:16]}…")
-    found += [f"{folder / p.name}: not listed in the sidecar" for p in sorted(folder.iterdir())
-              if p.name not in files and p.name != name]
+    found += [f"{folder / relative}: not listed in the sidecar" for relative in _present(folder, name)
+              if relative not in files]
     return found
+
+
+def _present(folder: Path, sidecar_name: str) -> list[str]:
+    """Every entry of the folder as a sidecar would name it: files by their relative path (subfolders' files
+    included), an empty subfolder by its name."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir() and not p.is_symlink():
+            inner = [q.relative_to(folder).as_posix() for q in sorted(p.rglob("*")) if not q.is_dir()]
+            out += inner or [p.name]
+        elif p.name != sidecar_name:
+            out.append(p.name)
+    return out

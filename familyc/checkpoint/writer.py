@@ -15,7 +15,8 @@ computed.
 Every write goes to a sibling `.{name}.tmp-{pid}` folder, is fsynced, and is renamed into place
 (familyc.files.atomic_folder); on any exception (KeyboardInterrupt included) the temporary folder is
 removed. The folder's sidecar (familyc.checkpoint.sidecar) records what produced it and the SHA-256 of
-every file.
+every file. Folders written before (`include`: a growth step's carried optimizer moments) are moved inside
+before the sidecar is written, so they appear with the checkpoint, listed in its sidecar.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch.distributed.checkpoint import filesystem as dcp_filesystem
 from torch.distributed.checkpoint import metadata as dcp_metadata
 
 from familyc.checkpoint import DATA_FILE, METADATA_FILE
-from familyc.checkpoint.sidecar import Sidecar, write_sidecar
+from familyc.checkpoint.sidecar import Sidecar, folder_digests, write_sidecar
 from familyc.errors import CheckpointError
 from familyc.files import atomic_folder, write_synced
 
@@ -92,9 +93,11 @@ class _HashingFile:
 
 
 def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TensorRecipe], get: Getter, *,
-                     sidecar: Sidecar) -> WrittenCheckpoint:
+                     sidecar: Sidecar | None, include: dict[str, Path] | None = None) -> WrittenCheckpoint:
     """Write a DCP folder holding `item.compute(get)` for every item, in order, each computed only when
-    it is written and dropped right after. Atomic: `dst` appears complete or not at all.
+    it is written and dropped right after. Atomic: `dst` appears complete or not at all, with the folders of
+    `include` ({name inside dst: folder}) moved into it. `sidecar` None: none is written (a folder that is
+    then included in another).
 
     While one tensor is written (and hashed) on a second thread, the next is computed: at most two
     target tensors are alive at once."""
@@ -121,8 +124,12 @@ def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TensorRecipe],
             files[DATA_FILE] = f.sha256.hexdigest()
         metadata = pickle.dumps(_metadata(records, dst.absolute()))
         files[METADATA_FILE] = write_synced(tmp / METADATA_FILE, metadata)
-        write_sidecar(tmp, sidecar, files)
-    written = sum(p.stat().st_size for p in dst.iterdir())
+        for name, folder in (include or {}).items():
+            os.rename(folder, tmp / name)
+            files.update({f"{name}/{file}": digest for file, digest in folder_digests(tmp / name).items()})
+        if sidecar is not None:
+            write_sidecar(tmp, sidecar, files)
+    written = sum(p.stat().st_size for p in dst.rglob("*") if p.is_file())
     return WrittenCheckpoint(path=dst, files=files, bytes_written=written, seconds=time.perf_counter() - start)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from familyc.backend.environment import RunEnvironment
+from familyc.checkpoint import OPTIMIZER_FOLDER
 from familyc.checkpoint.sidecar import sidecar_files, verify_sidecar
 from familyc.enums import COMPLETED, FAILED, RUNNING
 from familyc.errors import CheckpointError, FamilycError, StepError
@@ -209,20 +210,41 @@ class Executor:
         if not members.is_trained(source):
             raise self.fail(step, f"its source {step.source} has not been trained ({source} is missing)",
                             hint=f"apply {self.plan.train_step(step.source).id} first")
+        carried = source / OPTIMIZER_FOLDER
+        if step.optimizer_state == "carry" and not members.is_complete(carried):
+            raise self.fail(step, f"it carries the optimizer, but {step.source} kept no optimizer moments "
+                            f"({carried} is missing)",
+                            hint=f"{step.source} was trained by a plan that did not carry its optimizer: remove "
+                                 f"{source} and apply again to retrain it, or set optimizer: fresh on this growth step")
         self.begin(step, None)
         self.progress.line(f"{where}: growing {step.source} -> {step.member} ({step.width} + {step.depth}, "
-                           f"{step.exactness})")
+                           f"{step.exactness}; optimizer {step.optimizer_state})")
         expansion: Recipes = Expansion(self.plan.shape(step.source), self.plan.shape(step.member), width=step.width,
                               depth=step.depth, seed=step.seed, noise=step.noise)
         if armed("expand-midway"):  # the crash tests: die with half of the tensors written
             expansion = midway(expansion, "expand-midway")
         try:
-            written = expand_checkpoint(source, target, expansion, sidecar=members.expansion_sidecar(self.plan, step))
+            include = self._grow_moments(step, carried, target) if step.optimizer_state == "carry" else None
+            written = expand_checkpoint(source, target, expansion, sidecar=members.expansion_sidecar(self.plan, step),
+                                        include=include)
         except (CheckpointError, OSError) as exc:
             raise self.fail(step, str(exc.message if isinstance(exc, FamilycError) else exc)) from None
         self.complete(step, target, {"bytes_read": written.bytes_read, "bytes_written": written.bytes_written,
                                      "wall_seconds": round(written.seconds, 3)})
         self.progress.line(f"{where}: wrote {written.bytes_written / 2**20:.1f} MiB in {written.seconds:.1f}s")
+
+    def _grow_moments(self, step: ExpandStep, carried: Path, target: Path) -> dict[str, Path]:
+        """The source's final AdamW moments through the growth's maps, into a folder beside `target` that the
+        weights' write then moves inside it (what a growth killed before it finished left there is redone)."""
+        from familyc.expand.moments import MomentRecipes
+        from familyc.expand.stream import expand_checkpoint
+
+        staged = target.with_name(f".{target.name}.moments")
+        shutil.rmtree(staged, ignore_errors=True)
+        expand_checkpoint(carried, staged, MomentRecipes(self.plan.shape(step.source), self.plan.shape(step.member),
+                                                         width=step.width, depth=step.depth, seed=step.seed),
+                          sidecar=None)
+        return {OPTIMIZER_FOLDER: staged}
 
     # --- train ------------------------------------------------------------------------------------
     def train(self, step: TrainStep, index: int, total: int, remaining_predicted: float) -> None:
@@ -265,6 +287,8 @@ class Executor:
         if expansion is None:
             return
         problems = verify_sidecar(expansion, kind="expansion") if expansion.exists() else [f"{expansion} is missing"]
+        if not problems and self.plan.carries_optimizer(step) and not members.is_complete(expansion / OPTIMIZER_FOLDER):
+            problems = [f"{expansion / OPTIMIZER_FOLDER} (the carried optimizer moments) is missing"]
         if problems:
             raise self.fail(step, f"its initial weights from {step.init_from} are not ready: {problems[0]}",
                             hint=f"apply {step.init_from} first")
@@ -290,7 +314,8 @@ class Executor:
 
     def _promote(self, step: TrainStep, final: Path, weights: Path, wall: float | None) -> str:
         """Make the final checkpoint the member (with its sidecar); mark the step done."""
-        members.promote(self.plan, step, final, weights, data_position=jobs.data_end(self.run, step))
+        members.promote(self.plan, step, final, weights, data_position=jobs.data_end(self.run, step),
+                        moments=jobs.optimizer_end(self.plan, self.run, step))
         metrics = self._stage_metrics(step)
         self.complete(step, weights, metrics)
         if not self.options.keep_checkpoints:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from familyc.backend.environment import RunEnvironment, StageEnvironment, cpu_threads
+from familyc.checkpoint import OPTIMIZER_FOLDER
 from familyc.execute.data import DataInputs
 from familyc.execute.launcher import Launch
 from familyc.execute.rundir import DATA_POSITION, RunDir
@@ -88,9 +89,23 @@ def data_end(run: RunDir, step: TrainStep) -> Path:
     return run.step_dir(step.id) / DATA_POSITION
 
 
+def optimizer_start(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:
+    """The moments a stage starts from: its growth step's, when that carries the optimizer (None: fresh)."""
+    weights = initial_weights(plan, run, step)
+    return weights / OPTIMIZER_FOLDER if weights is not None and plan.carries_optimizer(step) else None
+
+
+def optimizer_end(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:
+    """Where a stage saves its final moments when a growth step carries them from its member (promotion moves
+    them into the member's folder); None: it saves none."""
+    return dump_folder(run, step) / OPTIMIZER_FOLDER if plan.saves_optimizer(step) else None
+
+
 def stage_environment(plan: Plan, run: RunDir, step: TrainStep, environment: RunEnvironment) -> StageEnvironment:
     evaluation = step.eval
     return StageEnvironment(run=environment, metrics=run.step_dir(step.id) / METRICS_FILE,
                             data_end=data_end(run, step), data_start=data_start(plan, run, step),
+                            optimizer_start=optimizer_start(plan, run, step),
+                            optimizer_end=optimizer_end(plan, run, step),
                             eval_interval=evaluation.interval if evaluation else None,
                             eval_tokens=evaluation.tokens if evaluation else None)

@@ -2,8 +2,9 @@
 
 Promotion, crash-safe in three moves: the final model-only checkpoint (the DCP folder
 `dump/checkpoint/step-N`) is renamed to `.<name>.moving` next to the member's folder, the stage's data
-position and the sidecar (sha256 of every file) are written into it, and it is renamed to
-members/<name>/ (or baselines/<name>/). A crash between any two leaves something the next apply
+position, its final optimizer moments when a growth step carries them (`optimizer/`, moved from the dump
+folder) and the sidecar (sha256 of every file) are put into it, and it is renamed to members/<name>/ (or
+baselines/<name>/). A crash between any two leaves something the next apply
 recognises and finishes (`Executor._adopt`). Only then are the stage's periodic checkpoints deleted.
 """
 
@@ -15,10 +16,9 @@ from pathlib import Path
 
 from familyc.backend.job import CHECKPOINT_FOLDER
 from familyc.backend.job import final_checkpoint as torchtitan_final_checkpoint
-from familyc.checkpoint import METADATA_FILE
-from familyc.checkpoint.sidecar import MEMBER_SIDECAR, GrowthRecord, Sidecar, write_sidecar
+from familyc.checkpoint import METADATA_FILE, OPTIMIZER_FOLDER
+from familyc.checkpoint.sidecar import MEMBER_SIDECAR, GrowthRecord, Sidecar, folder_digests, write_sidecar
 from familyc.execute.failpoints import failpoint
-from familyc.files import sha256_file
 from familyc.plan.ir import Plan
 from familyc.plan.steps import ExpandStep, TrainStep
 
@@ -56,8 +56,10 @@ def growth_record(step: ExpandStep) -> GrowthRecord:
                         exactness=step.exactness, reasons=step.reasons, optimizer_state=step.optimizer_state)
 
 
-def promote(plan: Plan, step: TrainStep, final: Path, weights: Path, *, data_position: Path) -> Sidecar:
-    """Move the final checkpoint into `weights` with the stage's data position and a sidecar."""
+def promote(plan: Plan, step: TrainStep, final: Path, weights: Path, *, data_position: Path,
+            moments: Path | None = None) -> Sidecar:
+    """Move the final checkpoint into `weights` with the stage's data position, its final optimizer moments
+    (`moments`: the folder the stage saved them to; None: it saved none) and a sidecar."""
     staging = moving(weights)
     weights.parent.mkdir(parents=True, exist_ok=True)
     if not staging.exists():
@@ -65,7 +67,9 @@ def promote(plan: Plan, step: TrainStep, final: Path, weights: Path, *, data_pos
     failpoint("promote-moved")
     if data_position.is_file():  # the member keeps where its data ended (the next stage starts there)
         shutil.copyfile(data_position, staging / data_position.name)
-    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != MEMBER_SIDECAR}
+    if moments is not None and is_complete(moments) and not (staging / OPTIMIZER_FOLDER).exists():
+        os.rename(moments, staging / OPTIMIZER_FOLDER)
+    files = folder_digests(staging)
     sidecar = Sidecar(kind="member", member=step.member, shape=plan.shape(step.member), plan_id=plan.plan_id,
                       step=step.id, dtype=MEMBER_DTYPE, norm_eps=plan.member(step.member).norm_eps,
                       init_from=step.init_from)

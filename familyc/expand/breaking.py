@@ -18,6 +18,9 @@ source read. The member's norm eps is scaled by k d / d' (the plan's member.norm
 RMSNorm of the wider stream give the source's output on the old channels. Random entries are drawn
 with the std of their source tensor, seeded per tensor; rows are processed in chunks, so temporaries
 stay small next to 128K-row embeddings.
+
+For AdamW's moments (moment 1 or 2): the same gathers with every share and norm scale s raised to the
+moment's order (s, s^2), no cancelling perturbation, and every NEW entry zero (no optimizer history).
 """
 
 from __future__ import annotations
@@ -87,20 +90,23 @@ class BreakingRecipes:
     """The recipes of one split / paired / zero growth step (see the module docstring)."""
 
     def __init__(self, src: ModelShape, dst: ModelShape, maps: IndexMaps, *, width: str, seed: int,
-                 norm_scale: float) -> None:
+                 norm_scale: float, moment: int = 0) -> None:
         self.src, self.dst, self.maps, self.width, self.seed = src, dst, maps, width, seed
-        self.norm_scale = math.sqrt(norm_scale)
+        self.moment = moment
+        power = 2 if moment == 2 else 1
+        self.norm_scale = math.sqrt(norm_scale) ** power
         rng = random.Random(seed * 7919 + 17)
         hd = src.head_dim
-        dim_shares = _shares(maps.dim, width, rng)
-        head_shares = _shares(maps.heads, width, rng).repeat_interleave(hd)
-        ffn_shares = _shares(maps.ffn, width, rng)
+        dim_shares = _shares(maps.dim, width, rng) ** power
+        head_shares = (_shares(maps.heads, width, rng) ** power).repeat_interleave(hd)
+        ffn_shares = _shares(maps.ffn, width, rng) ** power
+        random_fill: Fill = "zero" if moment else "random"
         self.dim_writer = _Axis(_tensor(maps.dim), None, "zero", src.dim)
-        self.dim_reader = _Axis(_tensor(maps.dim), dim_shares, "random", src.dim)
-        self.q_writer = _Axis(_head_units(maps.heads, hd), None, "random", src.n_heads * hd)
+        self.dim_reader = _Axis(_tensor(maps.dim), dim_shares, random_fill, src.dim)
+        self.q_writer = _Axis(_head_units(maps.heads, hd), None, random_fill, src.n_heads * hd)
         self.q_reader = _Axis(_head_units(maps.heads, hd), head_shares, "zero", src.n_heads * hd)
-        self.kv_writer = _Axis(_head_units(maps.kv, hd), None, "random", src.n_kv_heads * hd)
-        self.ffn_writer = _Axis(_tensor(maps.ffn), None, "random", src.ffn_dim)
+        self.kv_writer = _Axis(_head_units(maps.kv, hd), None, random_fill, src.n_kv_heads * hd)
+        self.ffn_writer = _Axis(_tensor(maps.ffn), None, random_fill, src.ffn_dim)
         self.ffn_reader = _Axis(_tensor(maps.ffn), ffn_shares, "zero", src.ffn_dim)
 
     def recipe(self, key: str, src_key: str) -> Recipe:
@@ -124,7 +130,8 @@ class BreakingRecipes:
     def _norm(self, w: torch.Tensor) -> torch.Tensor:
         axis = self.dim_writer
         scaled = w.to(torch.float64) * self.norm_scale
-        out = torch.where(axis.is_new, scaled.mean(), scaled[axis.safe])
+        new_value = torch.zeros((), dtype=torch.float64) if self.moment else scaled.mean()
+        out = torch.where(axis.is_new, new_value, scaled[axis.safe])
         return out.to(w.dtype)
 
     def _matrix(self, key: str, w: torch.Tensor, rows: _Axis | None, cols: _Axis) -> torch.Tensor:
@@ -141,7 +148,7 @@ class BreakingRecipes:
             block = w.index_select(0, source_rows).index_select(1, cols.safe).to(work)
             if shares is not None:
                 block *= shares
-                if self.width == "paired":
+                if self.width == "paired" and not self.moment:
                     block += self._cancelling(block.shape[0], cols, std, generator, work)
             block[:, cols.is_new] = self._fill(cols.new, (block.shape[0], int(cols.is_new.sum())), std, generator, work)
             if rows is not None:

@@ -23,6 +23,9 @@ zero_insert: a new block copies the block before it with wo and w2 zero.
 noise > 0: each copied weight matrix gets N(0, (noise x std of its source)^2), seeded per tensor.
 split, paired, zero: the symmetry-breaking operators, whose recipes are familyc.expand.breaking's (the
 layer map and zero_insert are shared).
+moment 1 or 2 (AdamW's first or second moment, for `optimizer: carry`; familyc.expand.moments): the same
+gathers, with every scale s (1/c, a share) raised to the moment's order (s, s^2), no noise, and a new
+block of zero_insert all zero (new units start with no optimizer history).
 """
 
 from __future__ import annotations
@@ -53,11 +56,11 @@ def _index(index_map: torch.Tensor, old: int) -> torch.Tensor | None:
     return None if len(index_map) == old and bool((index_map == torch.arange(old)).all()) else index_map
 
 
-def _scale_for(index_map: torch.Tensor, copies: tuple[int, ...]) -> torch.Tensor | None:
-    """1 / copy count per target unit, or None when every unit is copied once (no division)."""
+def _scale_for(index_map: torch.Tensor, copies: tuple[int, ...], power: int = 1) -> torch.Tensor | None:
+    """(1 / copy count)^power per target unit, or None when every unit is copied once (no division)."""
     if max(copies) == 1:
         return None
-    return (1.0 / torch.tensor(copies, dtype=torch.float64)[index_map]).to(torch.float32)
+    return ((1.0 / torch.tensor(copies, dtype=torch.float64)[index_map]) ** power).to(torch.float32)
 
 
 def _identity_prefix(index_map: torch.Tensor) -> int:
@@ -119,25 +122,32 @@ class Expansion:
     """The recipes of one growth step (source shape -> target shape with given operators)."""
 
     def __init__(self, src: ModelShape, dst: ModelShape, *, width: str = "fpi", depth: str = "zero_insert",
-                 seed: int = 0, noise: float = 0.0) -> None:
+                 seed: int = 0, noise: float = 0.0, moment: int = 0) -> None:
+        """`moment` 0: the weights; 1, 2: AdamW's first or second moment of them (see the module docstring)."""
         result = assess_growth(src, dst, width=width, depth=depth, noise=noise)
         if result.exactness == IMPOSSIBLE:
             raise ExpansionError("; ".join(p.message for p in result.problems))
+        if moment not in (0, 1, 2):
+            raise ValueError(f"moment {moment}: 0 (the weights), 1 or 2 (AdamW's moments)")
         self.src, self.dst = src, dst
-        self.width, self.depth, self.seed, self.noise = width, depth, seed, noise
+        self.width, self.depth, self.seed = width, depth, seed
+        self.noise = 0.0 if moment else noise
+        self.moment = moment
+        power = 2 if moment == 2 else 1
         self.assessment = result
         self.maps: IndexMaps = index_maps(src, dst, depth=depth, seed=seed, width=width)
         self._breaking = BreakingRecipes(src, dst, self.maps, width=width, seed=seed,
-                                         norm_scale=result.norm_eps_scale) if width in BREAKING else None
+                                         norm_scale=result.norm_eps_scale, moment=moment) if width in BREAKING else None
         if self._breaking is not None:
             return
         m = self.maps
         dim = torch.tensor(m.dim, dtype=torch.long)
         ffn = torch.tensor(m.ffn, dtype=torch.long)
         q_rows, kv_rows = _head_rows(m.heads, src.head_dim), _head_rows(m.kv, src.head_dim)
-        self._dim_scale = _scale_for(dim, m.dim_counts(src.dim))
-        self._q_scale = _scale_for(torch.tensor(m.heads).repeat_interleave(src.head_dim), m.head_counts(src.n_heads))
-        self._ffn_scale = _scale_for(ffn, m.ffn_counts(src.ffn_dim))
+        self._dim_scale = _scale_for(dim, m.dim_counts(src.dim), power)
+        self._q_scale = _scale_for(torch.tensor(m.heads).repeat_interleave(src.head_dim), m.head_counts(src.n_heads),
+                                   power)
+        self._ffn_scale = _scale_for(ffn, m.ffn_counts(src.ffn_dim), power)
         self._dim = _index(dim, src.dim)
         self._ffn = _index(ffn, src.ffn_dim)
         self._q_rows = _index(q_rows, src.n_heads * src.head_dim)
@@ -171,7 +181,7 @@ class Expansion:
         following = min(source.source + 1, self.src.n_layers - 1)
         next_key = f"layers.{following}.{rest}"
         aki = self.width == "aki" and following != source.source
-        if rest in ("attention.wo.weight", "feed_forward.w2.weight") and source.zero_output:
+        if source.zero_output and (self.moment or rest in ("attention.wo.weight", "feed_forward.w2.weight")):
             return (), lambda get: torch.zeros(shape, dtype=dtype)
         if self._breaking is not None:
             return self._breaking.recipe(key, src_key)

@@ -84,9 +84,10 @@ def _cached(targets: list[TensorRecipe], cache: _SourceCache) -> Iterator[Tensor
 
 
 def expand_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], expansion: Recipes, *,
-                      sidecar: Sidecar) -> WrittenCheckpoint:
-    """Grow the checkpoint at `src` into `dst`. Every problem with the source, the destination and the
-    free space is reported at once, before anything is written."""
+                      sidecar: Sidecar | None, include: dict[str, Path] | None = None) -> WrittenCheckpoint:
+    """Grow the checkpoint at `src` into `dst` (`sidecar`, `include`: familyc.checkpoint.writer's). Every
+    problem with the source, the destination and the free space is reported at once, before anything is
+    written."""
     dst = Path(dst)
     source = SourceCheckpoint(src)
     found = source.problems(expansion.source_keys())
@@ -101,7 +102,7 @@ def expand_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], 
     if needed > free:
         raise CheckpointError(f"{dst}: needs {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free there")
     cache = _SourceCache(source.read, [t.sources for t in targets])
-    written = write_checkpoint(dst, _cached(targets, cache), cache.get, sidecar=sidecar)
+    written = write_checkpoint(dst, _cached(targets, cache), cache.get, sidecar=sidecar, include=include)
     return dataclasses.replace(written, bytes_read=cache.bytes_read)
 
 
