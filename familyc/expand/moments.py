@@ -11,8 +11,10 @@ go through the same index maps as the weights (familyc.expand.operators, with `m
     the step count                           each tensor keeps the count of the tensor it is read from
 
 Scaling the first moment by s and the second by s^2 keeps Adam's normalised update m / sqrt(v) of an entry
-what it was in the source; the weight it moves is s times smaller, so this is the conservative choice: the
-update of a split entry is no larger, relative to its source's, than the update of the source itself.
+what it was in the source: the grown entry moves by as much as its source would have, while its weight is s
+times its source's (so, relative to its weight, 1/s times as much). An entry the weights make new starts with
+zero moments but the kept step count, so bias correction is about 1 and its first update is
+(1 - beta1) / sqrt(1 - beta2) x lr (0.45 lr at betas 0.9, 0.95) where a fresh AdamW's is lr.
 """
 
 from __future__ import annotations
