@@ -26,6 +26,7 @@ WarmupAfterGrowth = Literal["schedule", "none", "steps", "fraction"]
 
 WIDTH_OPERATORS: tuple[WidthOperator, ...] = get_args(WidthOperator)
 DEPTH_OPERATORS: tuple[DepthOperator, ...] = get_args(DepthOperator)
+OPTIMIZERS_AFTER_GROWTH: tuple[OptimizerAfterGrowth, ...] = get_args(OptimizerAfterGrowth)
 EXACT: Exactness = "exact"
 APPROXIMATE: Exactness = "approximate"
 IMPOSSIBLE: Exactness = "impossible"

@@ -229,7 +229,8 @@ def test_a_growth_step_that_carries_the_optimizer_hands_its_moments_to_the_grown
         folder = run_dir / "expansions" / growth.id
         assert verify_sidecar(folder, kind="expansion") == []
         assert (folder / "optimizer").is_dir() == (growth.optimizer_state == "carry")
-        assert f"{growth.id}: growing" in reference.output and f"optimizer {growth.optimizer_state})" in reference.output
+        assert f"{growth.id}: growing" in reference.output
+        assert f"optimizer {growth.optimizer_state})" in reference.output
         if growth.optimizer_state == "carry":
             recipes = MomentRecipes(plan.shape(growth.source), plan.shape(growth.member), width=growth.width,
                                     depth=growth.depth, seed=growth.seed)

@@ -185,6 +185,7 @@ def schema_enums() -> dict[str, list[object]]:
 ENUM_CASES = [
     ("/$defs/growthStep/properties/width", enums.WIDTH_OPERATORS),
     ("/$defs/growthStep/properties/depth", enums.DEPTH_OPERATORS),
+    ("/$defs/growthStep/properties/optimizer", enums.OPTIMIZERS_AFTER_GROWTH),
     ("/$defs/budget/properties/rule", enums.BUDGET_RULES),
     ("/$defs/budget/properties/params", enums.BUDGET_PARAMS),
     ("/$defs/lr/properties/rule", enums.LR_RULES),
