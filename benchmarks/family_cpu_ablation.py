@@ -12,6 +12,11 @@ seed (model initialisation, growth noise, data order), so the configurations dif
   copies-noise-half-peak  that, and every growth's warmup climbs to half of the member's peak LR only
   carry                   the spec, and every growth carries AdamW's moments (`optimizer: carry`)
   carry-no-warmup         that, and no warmup after a growth (the carried moments make the first updates tame)
+  wsd                     the spec on a warmup-stable-decay schedule (decay over the last 20%, linear), growing
+                          each member's final (decayed) weights
+  wsd-branch              that, family-wide (lr.schedule.grow_from: stable): growth from the stable phase's weights,
+                          each released member a decay branch of its own
+  wsd-branch-carry        that, and every growth carries the stable phase's AdamW moments
 
 The other rows start each grown stage with a fresh AdamW.
 
@@ -66,6 +71,14 @@ def _carry(spec: dict[str, Any]) -> str:
     return "every growth carries the optimizer"
 
 
+def _wsd(grow_from: str) -> Callable[[dict[str, Any]], str]:
+    def change(spec: dict[str, Any]) -> str:
+        schedule = spec["lr"]["schedule"]
+        schedule.update(decay="wsd", decay_fraction=0.2, wsd_decay="linear", grow_from=grow_from)
+        return f"wsd schedule (last 20% linear), growth from the {grow_from} weights"
+    return change
+
+
 def _then(*changes: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
     return lambda spec: ", ".join(change(spec) for change in changes)
 
@@ -78,6 +91,12 @@ CONFIGURATIONS: dict[str, tuple[str, Callable[[dict[str, Any]], str] | None]] = 
     "carry": ("the spec, and every growth carries AdamW's moments (optimizer: carry)", _carry),
     "carry-no-warmup": ("carry, and no warmup after a growth (start at the member's peak)",
                         _then(_carry, _every_growth({"warmup": "none"}, "no warmup after growth"))),
+    "wsd": ("the spec on warmup-stable-decay (the last 20% decays, linear); growth from the decayed weights",
+            _wsd("final")),
+    "wsd-branch": ("wsd family-wide: growth from the stable phase, each released member its own decay branch",
+                   _wsd("stable")),
+    "wsd-branch-carry": ("wsd-branch, and every growth carries the stable phase's AdamW moments",
+                         _then(_wsd("stable"), _carry)),
 }
 
 

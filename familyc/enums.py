@@ -36,6 +36,9 @@ BudgetRule = Literal["paper", "tokens_per_param", "explicit"]
 BudgetParams = Literal["total", "non_embedding"]
 LRRule = Literal["constant", "table", "power_law"]
 Decay = Literal["linear", "cosine", "sqrt", "wsd"]
+GrowFrom = Literal["final", "stable"]
+"""What a growth step grows (lr.schedule.grow_from): the source's final weights, or with decay: wsd its weights at
+the end of the stable phase, the released member being a decay branch of its own (familyc.plan.steps.TrainPhase)."""
 DecayType = Literal["linear", "cosine", "sqrt"]
 """torchtitan's lr_scheduler.decay_type (wsd is a decay ratio with one of these)."""
 
@@ -44,12 +47,17 @@ BUDGET_PARAMS: tuple[BudgetParams, ...] = get_args(BudgetParams)
 LR_RULES: tuple[LRRule, ...] = get_args(LRRule)
 DECAYS: tuple[Decay, ...] = get_args(Decay)
 DECAY_TYPES: tuple[DecayType, ...] = get_args(DecayType)
+GROW_FROM: tuple[GrowFrom, ...] = get_args(GrowFrom)
 
 # --- training ----------------------------------------------------------------------------------
 Precision = Literal["bf16", "fp32"]
 ActivationCheckpointing = Literal["none", "selective", "full"]
 ACChoice = Literal["auto", "none", "selective", "full"]
 """What the spec may ask for: a mode, or auto (the least intrusive that fits)."""
+
+TrainPhase = Literal["whole", "stable", "decay"]
+"""What part of a member's schedule a train step runs: all of it, or (lr.schedule.grow_from: stable) the warmup and
+stable phase, then the decay branch that continues it and releases the member."""
 
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 AC_MODES: tuple[ActivationCheckpointing, ...] = get_args(ActivationCheckpointing)

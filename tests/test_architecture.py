@@ -191,6 +191,7 @@ ENUM_CASES = [
     ("/$defs/lr/properties/rule", enums.LR_RULES),
     ("/$defs/schedule/properties/decay", enums.DECAYS),
     ("/$defs/schedule/properties/wsd_decay", enums.DECAY_TYPES),
+    ("/$defs/schedule/properties/grow_from", enums.GROW_FROM),
     ("/$defs/training/properties/precision", enums.PRECISIONS),
     ("/$defs/training/properties/activation_checkpointing", enums.AC_CHOICES),
     ("/$defs/training/properties/eval/properties/interval/anyOf/0", enums.EVAL_INTERVAL_WORDS),

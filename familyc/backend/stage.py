@@ -263,7 +263,8 @@ def _trainer_class() -> type:
 
 
 def _carry_optimizer(trainer: Any, path: str | None) -> None:
-    """Start from the moments the growth step carried (rank 0 records how many, and every group's LR)."""
+    """Start from the moments carried in: a growth step's, or those of the stable phase a decay branch continues
+    (rank 0 records how many, and every group's LR)."""
     if not path:
         return
     from torchtitan.tools.logging import logger
@@ -271,8 +272,8 @@ def _carry_optimizer(trainer: Any, path: str | None) -> None:
     from familyc.backend.moments import load_moments
 
     if not (Path(path) / ".metadata").is_file():
-        raise FileNotFoundError(f"{path}: the carried optimizer moments are missing (no .metadata); grow the member "
-                                "again (familyc apply redoes an expansion whose folder is removed)")
+        raise FileNotFoundError(f"{path}: the carried optimizer moments are missing (no .metadata); remove the "
+                                "folder they are in and apply again (familyc redoes the step that wrote it)")
     record = load_moments(trainer.optimizers, Path(path))
     writer = trainer.metrics_processor.logger
     if isinstance(writer, JsonlMetrics):

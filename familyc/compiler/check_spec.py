@@ -207,6 +207,9 @@ class _Checker:
             self.error(("lr", "schedule", "warmup_fraction"), "give warmup_steps or warmup_fraction, not both",
                        "remove one of them", key=True)
         raw = self.doc.data["lr"].get("schedule", {})
+        if s.grow_from == "stable" and s.decay != "wsd":
+            self.error(("lr", "schedule", "grow_from"), f"grow_from: stable needs decay: wsd, not {s.decay}",
+                       "set lr.schedule.decay: wsd (the stable phase is what a growth grows), or grow_from: final")
         if s.decay != "wsd":
             for key in ("decay_fraction", "wsd_decay"):
                 if key in raw:

@@ -16,7 +16,10 @@ with costs still zero. Per train step:
   peak_factor), else lr.schedule (restarted only when restart_warmup);
 - the held-out evaluation: step 0, every training.eval.interval steps (auto: 5% of the stage) and the last;
 - the data: with data.progressive_stages = continue, each progressive stage starts reading where
-  the one before it stopped (so the family sees no text twice while the corpus lasts).
+  the one before it stopped (so the family sees no text twice while the corpus lasts);
+- lr.schedule.grow_from = stable (the family-wide warmup-stable-decay): a member that is grown from trains
+  as two steps that together are exactly its WSD schedule (`branch`): the warmup and stable phase, which
+  the next growth reads, and its decay branch, which continues it and is the released member.
 """
 
 from __future__ import annotations
@@ -148,6 +151,40 @@ def _train_step(c: Compilation, member: MemberPlan, *, step_id: str, tokens_requ
     )
 
 
+def branch(whole: TrainStep, warnings: list[str]) -> list[TrainStep]:
+    """A member's whole WSD stage as its stable phase and its decay branch.
+
+    torchtitan 0.2.2's scheduler over N steps with warmup W and decay_ratio r decays over D = round(N r) steps
+    (at most N - W): the LR factor is 1 from step W to step N - D, then 1 - k/D for k = 1 .. D-1 (the shape at
+    step N-D+k). The stable phase is the first S = N - D steps with decay_ratio 0 (no decay: the same warmup,
+    then 1); the branch is D steps with no warmup and decay_ratio 1, whose factor is 1 at its step 0, then
+    1 - k/D: step for step the schedule of the whole stage (tests/test_wsd_branch.py checks it against
+    torchtitan's). The branch continues the stable phase's AdamW state and data position, so the member it
+    releases is the one the whole stage would have trained."""
+    s = whole.schedule
+    n = whole.num_steps
+    decay = min(round(n * (s.decay_ratio or 0.0)), n - s.warmup_steps)
+    if decay < 1 or decay >= n:
+        warnings.append(f"{whole.id}: {n} steps leave no {'decay' if decay < 1 else 'stable'} phase to branch off; "
+                        f"the growth from {whole.member} grows its final weights")
+        return [whole]
+    stable_steps = n - decay
+
+    def evaluation(steps: int) -> EvalPlan | None:  # at the whole stage's interval: the twin's points, in two parts
+        e = whole.eval
+        return None if e is None else replace(e, evaluations=len(evaluated_steps(steps, e.interval)))
+
+    requested = round(whole.tokens_requested * stable_steps / n)
+    stable = replace(whole, phase="stable", num_steps=stable_steps, tokens=stable_steps * whole.batch_tokens,
+                     tokens_requested=requested, schedule=replace(s, decay_ratio=0.0),
+                     eval=evaluation(stable_steps))
+    branch_step = replace(whole, id=f"decay-{whole.member}", phase="decay", continues=stable.id, init_from=None,
+                          data_continues_from=stable.id, num_steps=decay, tokens=decay * whole.batch_tokens,
+                          tokens_requested=whole.tokens_requested - requested,
+                          schedule=replace(s, warmup_steps=0, decay_ratio=1.0), eval=evaluation(decay))
+    return [stable, branch_step]
+
+
 def _expand_step(c: Compilation, g: GrowthSpec) -> ExpandStep:
     src, dst = c.member(g.source), c.member(g.target)
     result = assess_growth(src.shape, dst.shape, width=g.width, depth=g.depth, noise=g.noise)
@@ -179,8 +216,10 @@ def lower_to_cluster(c: Compilation) -> Compilation:
                             growth=g, init_from=init_from, warnings=warnings)
         if spec.data.progressive_stages == "continue" and previous is not None:
             train = replace(train, data_continues_from=previous)
-        steps.append(train)
-        previous = train.id
+        grown_from = any(other.source == m.name for other in spec.growth)
+        phases = branch(train, warnings) if grown_from and spec.lr.schedule.grow_from == "stable" else [train]
+        steps += phases
+        previous = phases[-1].id
     baseline = []
     for m in c.members:
         train = _train_step(c, m, step_id=f"baseline-{m.name}", growth=None, init_from=None,

@@ -188,6 +188,7 @@ def _build(r: _Reader) -> FamilySpec:
             warmup_steps=s.get("warmup_steps"), warmup_fraction=s.get("warmup_fraction"), decay=s["decay"],
             decay_fraction=float(s["decay_fraction"]), wsd_decay=s["wsd_decay"],
             min_lr_factor=float(s["min_lr_factor"]), restart_warmup=s["restart_warmup"],
+            grow_from=s["grow_from"],
         ),
     )
     t = d["training"]

@@ -197,7 +197,8 @@ class Executor:
         from familyc.expand.operators import Expansion
         from familyc.expand.stream import Recipes, expand_checkpoint
 
-        source = self.run.weights(self.plan, self.plan.train_step(step.source))
+        source_step = self.plan.growth_source(step.source)
+        source = self.run.weights(self.plan, source_step)
         target = self.run.weights(self.plan, step)
         if target.exists():
             problems = verify_sidecar(target, kind="expansion")
@@ -209,7 +210,7 @@ class Executor:
             return
         if not members.is_trained(source):
             raise self.fail(step, f"its source {step.source} has not been trained ({source} is missing)",
-                            hint=f"apply {self.plan.train_step(step.source).id} first")
+                            hint=f"apply {source_step.id} first")
         carried = source / OPTIMIZER_FOLDER
         if step.optimizer_state == "carry" and not members.is_complete(carried):
             raise self.fail(step, f"it carries the optimizer, but {step.source} kept no optimizer moments "
@@ -283,15 +284,16 @@ class Executor:
         self.progress.stage_finished(actual_seconds=wall, predicted_seconds=step.predicted_seconds, summary=summary)
 
     def _check_initial_weights(self, step: TrainStep) -> None:
-        expansion = jobs.initial_weights(self.plan, self.run, step)
-        if expansion is None:
+        start = self.plan.start_of(step)
+        if start is None:
             return
-        problems = verify_sidecar(expansion, kind="expansion") if expansion.exists() else [f"{expansion} is missing"]
-        if not problems and self.plan.carries_optimizer(step) and not members.is_complete(expansion / OPTIMIZER_FOLDER):
-            problems = [f"{expansion / OPTIMIZER_FOLDER} (the carried optimizer moments) is missing"]
+        weights = self.run.weights(self.plan, start)
+        problems = verify_sidecar(weights, kind=sidecar_kind(start)) if weights.exists() else [f"{weights} is missing"]
+        if not problems and self.plan.carries_optimizer(step) and not members.is_complete(weights / OPTIMIZER_FOLDER):
+            problems = [f"{weights / OPTIMIZER_FOLDER} (the carried optimizer moments) is missing"]
         if problems:
-            raise self.fail(step, f"its initial weights from {step.init_from} are not ready: {problems[0]}",
-                            hint=f"apply {step.init_from} first")
+            raise self.fail(step, f"its initial weights from {start.id} are not ready: {problems[0]}",
+                            hint=f"apply {start.id} first")
 
     def _check_disk(self, step: TrainStep, stage_dir: Path) -> None:
         problem = disk_problem(self.plan, self.run, step)

@@ -46,8 +46,10 @@ def dump_folder(run: RunDir, step: TrainStep) -> Path:
 
 
 def initial_weights(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:
-    """The expansion a stage starts from (None: torchtitan's random initialisation)."""
-    return None if step.init_from is None else run.weights(plan, plan.step(step.init_from))
+    """The weights a stage starts from: its growth's expansion, or the stable phase a decay branch continues
+    (None: torchtitan's random initialisation)."""
+    start = plan.start_of(step)
+    return None if start is None else run.weights(plan, start)
 
 
 def write_job(plan: Plan, run: RunDir, step: TrainStep, data: DataInputs, *, compile: bool | None = None) -> Path:
@@ -90,14 +92,15 @@ def data_end(run: RunDir, step: TrainStep) -> Path:
 
 
 def optimizer_start(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:
-    """The moments a stage starts from: its growth step's, when that carries the optimizer (None: fresh)."""
+    """The moments a stage starts from: its growth step's, when that carries the optimizer, or the stable phase's
+    a decay branch continues (None: fresh)."""
     weights = initial_weights(plan, run, step)
     return weights / OPTIMIZER_FOLDER if weights is not None and plan.carries_optimizer(step) else None
 
 
 def optimizer_end(plan: Plan, run: RunDir, step: TrainStep) -> Path | None:
-    """Where a stage saves its final moments when a growth step carries them from its member (promotion moves
-    them into the member's folder); None: it saves none."""
+    """Where a stage saves its final moments when a growth step carries them from its member or a decay branch
+    continues it (promotion moves them into the member's folder); None: it saves none."""
     return dump_folder(run, step) / OPTIMIZER_FOLDER if plan.saves_optimizer(step) else None
 
 

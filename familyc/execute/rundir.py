@@ -11,6 +11,8 @@
       members/<name>/              each progressive member's final weights: a DCP folder (model only,
                                    fp32) and its sidecar familyc-member.json (sha256 of every file)
       baselines/<name>/            the same for members trained from scratch (apply --baselines)
+      stable/<name>/               a branching member's weights at the end of its stable phase
+                                   (lr.schedule.grow_from: stable): what its growth and its decay branch read
       expansions/<step-id>/        a growth step's output: the next stage's initial weights
                                    (DCP folder and familyc-expansion.json)
       report/                      what `familyc report` writes (and its evaluation cache)
@@ -76,6 +78,8 @@ class RunDir:
         """Where a step's output weights live."""
         if isinstance(step, ExpandStep):
             return self.root / "expansions" / step.id
+        if step.phase == "stable":
+            return self.root / "stable" / step.member
         return self.root / ("baselines" if plan.is_baseline(step) else "members") / step.member
 
     def relative(self, path: Path) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from familyc.checkpoint.sidecar import EXPANSION_SIDECAR
+from familyc.checkpoint.sidecar import SIDECAR_FILES
 from familyc.enums import COMPLETED, FAILED
 from familyc.errors import StepError
 from familyc.execute import jobs, members
@@ -20,7 +20,7 @@ from familyc.execute.data import DataInputs
 from familyc.execute.diagnosis import diagnose
 from familyc.execute.executor import DISK_HINT, ApplyOptions, disk_problem, selected_steps, train_stage
 from familyc.execute.progress import Progress, StageProgress
-from familyc.execute.rundir import RunDir
+from familyc.execute.rundir import RunDir, sidecar_kind
 from familyc.execute.state import RunState
 from familyc.plan.ir import Plan
 from familyc.plan.steps import TrainStep
@@ -52,12 +52,14 @@ class Worker:
                 or members.is_complete(final))
 
     def wait_for_initial_weights(self, step: TrainStep) -> None:
-        expansion = jobs.initial_weights(self.plan, self.run, step)
-        if expansion is None or step.init_from is None:
+        """Until node 0 has grown the stage's expansion, or promoted the stable phase a decay branch continues."""
+        start = self.plan.start_of(step)
+        if start is None:
             return
-        while not (expansion / EXPANSION_SIDECAR).is_file():
-            if self.status(step.init_from) == FAILED:
-                raise StepError(step.init_from, "failed on node 0", hint="see node 0's output")
+        sidecar = self.run.weights(self.plan, start) / SIDECAR_FILES[sidecar_kind(start)]
+        while not sidecar.is_file():
+            if self.status(start.id) == FAILED:
+                raise StepError(start.id, "failed on node 0", hint="see node 0's output")
             time.sleep(POLL_SECONDS)
 
     def train(self, step: TrainStep, index: int, total: int, remaining_predicted: float) -> None:

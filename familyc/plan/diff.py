@@ -20,7 +20,8 @@ from familyc.render import Document, Table
 Format = Callable[[float], str]
 """How a number is written (familyc.units)."""
 _STEP_FIELDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
-    ("source", str), ("tokens", units.count), ("num_steps", lambda v: f"{v:,}"), ("batch_tokens", units.count),
+    ("source", str), ("phase", str), ("tokens", units.count), ("num_steps", lambda v: f"{v:,}"),
+    ("batch_tokens", units.count),
     ("local_batch_size", str), ("grad_accum", str), ("devices", str), ("activation_checkpointing", str),
     ("max_lr", units.lr), ("width", str), ("depth", str), ("gqa", str), ("noise", str), ("exactness", str),
     ("lr_after", lambda v: v.describe()), ("optimizer_state", str),

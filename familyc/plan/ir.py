@@ -32,10 +32,12 @@ from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
 (every member at the architecture's eps) are still read: `loads` fills it in.
-3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it."""
+3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it.
+4: train steps carry their `phase` and the step they `continue` (lr.schedule.grow_from: stable); in a plan of
+version 3 every step is a whole stage."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -256,12 +258,35 @@ class Plan:
         raise KeyError(f"plan {self.plan_id} has no step {step_id!r}")
 
     def train_step(self, member: str, *, baseline: bool = False) -> TrainStep:
-        """The step that trains `member`: its progressive stage, or (baseline) its from-scratch twin."""
-        candidates = (b.train for b in self.baseline.members) if baseline else self.train_steps()
-        for s in candidates:
-            if s.member == member:
-                return s
-        raise KeyError(f"plan {self.plan_id} has no {'baseline' if baseline else 'progressive'} step for {member!r}")
+        """The step whose weights are `member`: its progressive stage (its decay branch, when it has one), or
+        (baseline) its from-scratch twin."""
+        stages = [b.train for b in self.baseline.members if b.name == member] if baseline else self.stages_of(member)
+        if not stages:
+            raise KeyError(f"plan {self.plan_id} has no {'baseline' if baseline else 'progressive'} step for "
+                           f"{member!r}")
+        return stages[-1]
+
+    def stages_of(self, member: str) -> tuple[TrainStep, ...]:
+        """The progressive train steps of `member`: one, or its stable phase and its decay branch."""
+        return tuple(s for s in self.train_steps() if s.member == member)
+
+    def growth_source(self, member: str) -> TrainStep:
+        """The step whose weights a growth from `member` reads: its stable phase when it branches, else the
+        step that trains it."""
+        stages = self.stages_of(member)
+        if not stages:
+            raise KeyError(f"plan {self.plan_id} has no progressive step for {member!r}")
+        return stages[0]
+
+    def start_of(self, step: TrainStep) -> Step | None:
+        """The step whose output a train step starts from: its growth's expansion, or the stable phase a decay
+        branch continues (None: random initialisation)."""
+        ref = step.init_from if step.init_from is not None else step.continues
+        return None if ref is None else self.step(ref)
+
+    def continued_by(self, step: TrainStep) -> TrainStep | None:
+        """The decay branch that continues `step` (None: nothing does)."""
+        return next((s for s in self.train_steps() if s.continues == step.id), None)
 
     def train_steps(self) -> Iterator[TrainStep]:
         """The progressive train steps, in execution order."""
@@ -283,13 +308,21 @@ class Plan:
         return stage_disk_bytes(self.member(step.member).params, moments=self.saves_optimizer(step))
 
     def saves_optimizer(self, step: TrainStep) -> bool:
-        """Whether the stage keeps its final AdamW moments: a growth step carries them from its member."""
-        return not self.is_baseline(step) and any(
+        """Whether the stage keeps its final AdamW moments: a decay branch continues it, or a growth step that
+        reads it carries them."""
+        if self.is_baseline(step):
+            return False
+        if self.continued_by(step) is not None:
+            return True
+        return self.growth_source(step.member).id == step.id and any(
             s.source == step.member and s.optimizer_state == "carry" for s in self.expand_steps())
 
     def carries_optimizer(self, step: TrainStep) -> bool:
-        """Whether the stage starts from the moments its growth step carried (not fresh ones)."""
-        growth = None if self.is_baseline(step) else self.growth_into(step.member)
+        """Whether the stage starts from moments it did not make: a decay branch's (the stable phase's), or those
+        its growth step carried (not fresh ones)."""
+        if step.continues is not None:
+            return True
+        growth = None if self.is_baseline(step) or step.init_from is None else self.growth_into(step.member)
         return growth is not None and growth.optimizer_state == "carry"
 
     def lineage(self, member: str) -> tuple[str, ...]:
@@ -317,10 +350,14 @@ class Plan:
                 if not trained:
                     found.append(f"{s.id} grows {s.source}, which no earlier step trains")
             else:
-                for field_name, kind in (("init_from", ExpandStep), ("data_continues_from", TrainStep)):
+                for field_name, kind in (("init_from", ExpandStep), ("data_continues_from", TrainStep),
+                                         ("continues", TrainStep)):
                     ref = getattr(s, field_name)
                     if ref is not None and not isinstance(seen.get(ref), kind):
                         found.append(f"{s.id}: {field_name} {ref!r} is not an earlier {kind.__name__}")
+                continued = seen.get(s.continues) if s.continues is not None else None
+                if continued is not None and (continued.member != s.member or s.init_from is not None):
+                    found.append(f"{s.id} continues {s.continues}, a stage of another member or of a growth")
             seen.setdefault(s.id, s)
         return found
 
@@ -356,7 +393,7 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
-READABLE_VERSIONS = (1, 2, SCHEMA_VERSION)
+READABLE_VERSIONS = (1, 2, 3, SCHEMA_VERSION)
 
 
 def _upgraded(data: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from familyc.enums import (
     GqaMode,
     OptimizerAfterGrowth,
     Precision,
+    TrainPhase,
     WarmupAfterGrowth,
     WidthOperator,
 )
@@ -112,6 +113,13 @@ class TrainStep:
     eval: EvalPlan | None = None
     """None: no held-out evaluation during the stage (training.eval.interval none, no held-out split, or a plan
     of schema version 2)."""
+    phase: TrainPhase = "whole"
+    """whole: the member's whole schedule. With lr.schedule.grow_from: stable, a member that is grown from trains
+    in two steps: `stable` (warmup and stable phase: what the next growth reads) and `decay` (the branch that
+    continues it over the last decay_fraction of the member's steps: the released member)."""
+    continues: str | None = None
+    """The train step a decay branch continues: it starts from that step's weights, AdamW state and data
+    position, at the peak LR (None: every other step)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

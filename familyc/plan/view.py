@@ -10,7 +10,8 @@ from familyc.render import Document, Table
 
 def _train_row(index: str, step: TrainStep) -> tuple[str, ...]:
     return (
-        index, step.id, step.source or "-", units.count(step.tokens), f"{step.num_steps:,}", units.lr(step.max_lr),
+        index, step.id, step.continues or step.source or "-", units.count(step.tokens), f"{step.num_steps:,}",
+        units.lr(step.max_lr),
         f"{step.global_batch_size:,}", f"{step.local_batch_size} x {step.grad_accum}", step.activation_checkpointing,
         units.gib(step.memory.total), units.flops(step.flops), units.seconds(step.predicted_seconds),
         units.hours(step.gpu_hours), units.money(step.cost_usd),
@@ -26,7 +27,8 @@ def _evaluation(plan: Plan) -> str:
                else "training.eval.interval is none")
         return f"held-out evaluation during training: none ({why})"
     t = plan.totals
-    intervals = ", ".join(f"{s.member} {s.eval.interval}" for s in plan.train_steps() if s.eval is not None)
+    intervals = ", ".join(f"{s.member if s.phase == 'whole' else s.id} {s.eval.interval}" for s in plan.train_steps()
+                          if s.eval is not None)
     tokens = sorted({s.eval.tokens for s in evaluated if s.eval is not None})
     share = t.progressive_eval_flops / t.progressive_flops if t.progressive_flops else 0.0
     return (f"held-out evaluation in every stage: step 0, every N steps ({intervals}) and the last, "
@@ -38,6 +40,17 @@ def _evaluation(plan: Plan) -> str:
 STEP_HEADERS = ("#", "step", "from", "tokens", "steps", "max LR", "batch", "micro x accum", "AC", "mem/device",
                 "FLOPs", "time", "GPU-h", "cost")
 STEP_RIGHT = frozenset({0, 3, 4, 5, 6, 9, 10, 11, 12, 13})
+
+
+def _branches(plan: Plan) -> tuple[str, ...]:
+    """The facts line of the family-wide warmup-stable-decay (none when no member branches)."""
+    pairs = [(s, b) for s in plan.train_steps() if (b := plan.continued_by(s)) is not None]
+    if not pairs:
+        return ()
+    each = ", ".join(f"{s.member} {s.num_steps:,} + {b.num_steps:,}" for s, b in pairs)
+    return (f"schedule: family-wide warmup-stable-decay: a member that is grown from trains its warmup and stable "
+            f"phase (train-), the next member grows from those weights, and the member released is its decay branch "
+            f"(decay-), which continues them: steps stable + decay {each}",)
 
 
 def plan_document(plan: Plan) -> Document:
@@ -65,6 +78,7 @@ def plan_document(plan: Plan) -> Document:
         f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; "
         f"cost model v{plan.cost_model.version})",
         _evaluation(plan),
+        *_branches(plan),
     )
     members = Table(
         title="Members",
@@ -81,7 +95,8 @@ def plan_document(plan: Plan) -> Document:
         if isinstance(step, TrainStep):
             rows.append(_train_row(str(i), step))
         else:
-            rows.append((str(i), step.id, step.source, "", "", "", "", "", "", "", "0",
+            grows = plan.growth_source(step.source)  # its stable phase, when the source branches
+            rows.append((str(i), step.id, grows.id if grows.phase == "stable" else step.source, *[""] * 7, "0",
                          units.seconds(step.predicted_seconds), units.hours(step.gpu_hours),
                          units.money(step.cost_usd)))
     steps = Table(title="Progressive steps", headers=STEP_HEADERS, rows=tuple(rows), right=STEP_RIGHT)

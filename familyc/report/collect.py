@@ -295,9 +295,9 @@ def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_to
                                   baseline_heldout_loss=member_loss(m.name, baseline=True)) for m in plan.members)
     growth = []
     for step in plan.expand_steps():
-        first = state.steps.get(plan.train_step(step.member).id)
+        first = state.steps.get(plan.growth_source(step.member).id)  # the stage the growth starts
         growth.append(GrowthQuality(id=step.id, source=step.source, target=step.member, exactness=step.exactness,
-                                    loss_before=member_loss(step.source), loss_after=loss(step),
+                                    loss_before=loss(plan.growth_source(step.source)), loss_after=loss(step),
                                     first_train_loss=first.metrics.get("first_loss") if first else None))
 
     def pairs(*, baseline: bool) -> tuple[PairKL, ...]:

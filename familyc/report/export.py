@@ -68,8 +68,11 @@ def card_facts(plan: Plan, run: RunDir, state: RunState, step: TrainStep) -> Car
     final_loss = state.steps[step.id].metrics.get("final_loss") if step.id in state.steps else None
     baseline = plan.is_baseline(step)
     lineage = () if baseline else plan.lineage(step.member)
-    own = tokens(step.id)
-    earlier = [tokens(plan.train_step(name).id) for name in lineage]
+    # This member's stages (a decay branch continues its stable phase) and, before them, the stable phase (or the
+    # only stage) of each member it grew from: a member grows from weights that never saw their decay branch.
+    stages = [tokens(s.id) for s in (plan.stages_of(step.member) if not baseline else (step,))]
+    own = None if None in stages else sum(t or 0 for t in stages)
+    earlier = [tokens(plan.growth_source(name).id) for name in lineage]
     lineage_tokens = None if own is None or None in earlier else own + sum(t or 0 for t in earlier)
     return CardFacts(step=step.id, baseline=baseline, lineage=lineage, tokens=own, lineage_tokens=lineage_tokens,
                      final_loss=final_loss if isinstance(final_loss, int | float) else None,

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from familyc.plan.ir import Step  # noqa: E402
+from familyc.plan.steps import TrainStep  # noqa: E402
 from familyc.report.collect import RunReport  # noqa: E402
 
 DPI = 110
@@ -40,7 +42,7 @@ def loss_vs_flops(report: RunReport, path: Path) -> Path:
         step = plan.step(label)
         baseline = plan.is_baseline(step)
         ax.plot(xs, ys, linestyle="--" if baseline else "-", linewidth=1.2,
-                label=("independent " if baseline else "progressive ") + step.member)
+                label=("independent " if baseline else "progressive ") + _stage_name(step))
     for member in report.members:
         step = plan.train_step(member.name)
         if member.heldout_loss is not None:
@@ -50,6 +52,12 @@ def loss_vs_flops(report: RunReport, path: Path) -> Path:
     return _against_flops(fig, ax, path, xlabel="cumulative training FLOPs (torchtitan's formula)",
                           ylabel="training loss (dots: held-out loss)",
                           title=f"{report.plan.family.name}: progressive vs independent")
+
+
+def _stage_name(step: Step) -> str:
+    """A curve's name in a legend: its member, and which phase of it when it branches."""
+    phase = step.phase if isinstance(step, TrainStep) else "whole"
+    return step.member if phase == "whole" else f"{step.member} ({phase})"
 
 
 def _against_flops(fig: Figure, ax: Axes, path: Path, *, xlabel: str, ylabel: str, title: str) -> Path:
@@ -72,7 +80,7 @@ def heldout_vs_flops(report: RunReport, path: Path) -> Path:
     offset = 0
     for step in plan.train_steps():
         _heldout_curve(ax, report.heldout_curves.get(step.id), offset, step.flops_per_step, colours[step.member],
-                       f"progressive {step.member}", "-")
+                       f"progressive {_stage_name(step)}", "-")
         offset += step.flops
     for b in plan.baseline.members:
         _heldout_curve(ax, report.heldout_curves.get(b.train.id), 0, b.train.flops_per_step, colours[b.name],

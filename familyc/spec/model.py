@@ -18,6 +18,7 @@ from familyc.enums import (
     Decay,
     DecayType,
     DepthOperator,
+    GrowFrom,
     LRRule,
     OptimizerAfterGrowth,
     Precision,
@@ -107,6 +108,7 @@ class ScheduleSpec:
     wsd_decay: DecayType
     min_lr_factor: float
     restart_warmup: bool
+    grow_from: GrowFrom = "final"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
