@@ -215,3 +215,16 @@ def test_the_report_measures_a_growth_against_the_weights_it_grew_from(applied) 
     assert xs.heldout_loss < growth.loss_before  # the released xs is its decay branch
     (start,) = report.head_starts
     assert start.step == "train-s" and math.isfinite(start.loss_at_start)
+
+
+def test_a_model_card_counts_the_tokens_its_weights_saw(applied) -> None:  # type: ignore[no-untyped-def]
+    """xs saw its stable phase and its decay branch (5 + 3 steps); s grew from the stable weights, so its lineage
+    is its own 4 steps and xs's 5, not xs's decay branch."""
+    from familyc.execute.rundir import open_existing
+    from familyc.report.export import card_facts
+
+    assert applied.returncode == 0, applied.output[-4000:]
+    run, plan, state = open_existing(applied.run_dir)
+    xs, s = (card_facts(plan, run, state, plan.train_step(m)) for m in ("xs", "s"))
+    assert (xs.step, xs.tokens, xs.lineage_tokens) == ("decay-xs", 8 * 2048, 8 * 2048)
+    assert (s.step, s.tokens, s.lineage, s.lineage_tokens) == ("train-s", 4 * 2048, ("xs",), (4 + 5) * 2048)
