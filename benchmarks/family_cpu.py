@@ -2,7 +2,7 @@
 over several seeds.
 
     .venv/bin/python benchmarks/family_cpu.py [--seeds 3] [--work DIR] [--update BENCHMARKS.md]
-                                              [--heldout-tokens N] [--summarize]
+                                              [--heldout-tokens N] [--summarize] [--change NAME]
 
 For every seed s (0 .. N-1), on the same data (the standard library's source, `stdlib-source`) and tokenizer:
   progressive, LR per size   specs/bench_cpu.yaml
@@ -24,6 +24,11 @@ continued by `familyc apply` itself. Writes benchmarks/results/family_cpu.json (
   progressive FLOPs <= 0.77 x independent; every grown member's mean test loss <= its independent twin's mean;
   LR per size better than one LR for every member; mean adjacent KL lower for progressive; every growth's
   held-out loss never more than 0.05 nats above its step-0 value (in every seed).
+
+--change NAME applies one configuration of benchmarks/family_cpu_ablation.py (e.g. `wsd`) to every family's spec,
+the independent one included (a schedule is the family's, not the growth's), before a configuration the screen chose
+becomes the specs' default: its runs go to WORK-NAME, its results to benchmarks/results/family_cpu-NAME.json and, with
+--update, to its own section "Family on CPU (NAME)".
 """
 
 from __future__ import annotations
@@ -110,11 +115,12 @@ def run_family(folder: Path, spec_path: str, seed: int, *, baselines: bool, held
     return body
 
 
-def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int) -> dict[str, Any]:
+def run_variant(work: Path, seed: int, variant: str, heldout_tokens: int,
+                change: Callable[[dict[str, Any]], str] | None = None) -> dict[str, Any]:
     """One seed of one variant, trained and reported (or what an earlier invocation recorded)."""
     spec_path, baselines = VARIANTS[variant]
     body = run_family(work / f"seed-{seed}" / variant, spec_path, seed, baselines=baselines,
-                      heldout_tokens=heldout_tokens, parts=("test",))
+                      heldout_tokens=heldout_tokens, parts=("test",), change=change)
     return {"variant": variant, **body}
 
 
@@ -314,22 +320,35 @@ def main() -> None:
                         help="tokens of each held-out half the reports evaluate")
     parser.add_argument("--summarize", action="store_true",
                         help="train nothing: summarize the seeds whose runs are complete in --work")
+    parser.add_argument("--change",
+                        help="a configuration of benchmarks/family_cpu_ablation.py, applied to every family")
     args = parser.parse_args()
+    change, results, heading = None, RESULTS, HEADING
+    if args.change:
+        from family_cpu_ablation import CONFIGURATIONS
+
+        if args.change not in CONFIGURATIONS:
+            raise SystemExit(f"--change {args.change}: not one of {', '.join(sorted(CONFIGURATIONS))}")
+        change = CONFIGURATIONS[args.change][1]
+        args.work = args.work.with_name(f"{args.work.name}-{args.change}")
+        results = RESULTS.with_name(f"family_cpu-{args.change}.json")
+        heading = f"{HEADING} ({args.change})"
     start = time.monotonic()
     seeds = []
     for seed in range(args.seeds):
         if args.summarize and not all((args.work / f"seed-{seed}" / v / "reports.json").is_file() for v in VARIANTS):
             continue
-        seeds.append({"seed": seed, **{v: run_variant(args.work, seed, v, args.heldout_tokens) for v in VARIANTS}})
+        seeds.append({"seed": seed, **{v: run_variant(args.work, seed, v, args.heldout_tokens, change)
+                                       for v in VARIANTS}})
     if not seeds:
         raise SystemExit(f"no seed has finished in {args.work}")
     result = summarize(seeds, args.work, None if args.summarize else time.monotonic() - start)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(RESULTS, json.dumps({**result, "runs": seeds}, indent=1) + "\n")
-    section = markdown(result)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(results, json.dumps({**result, "runs": seeds}, indent=1) + "\n")
+    section = markdown(result).replace(HEADING, heading, 1)
     print(section)
     if args.update:
-        update(args.update, section)
+        update(args.update, section, heading)
 
 
 if __name__ == "__main__":
