@@ -343,6 +343,8 @@ def main() -> None:
     if not seeds:
         raise SystemExit(f"no seed has finished in {args.work}")
     result = summarize(seeds, args.work, None if args.summarize else time.monotonic() - start)
+    if args.change:
+        result["command"] = result["command"].replace("--seeds", f"--change {args.change} --seeds", 1)
     results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(results, json.dumps({**result, "runs": seeds}, indent=1) + "\n")
     section = markdown(result).replace(HEADING, heading, 1)
