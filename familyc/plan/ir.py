@@ -322,7 +322,7 @@ class Plan:
         its growth step carried (not fresh ones)."""
         if step.continues is not None:
             return True
-        growth = None if self.is_baseline(step) or step.init_from is None else self.growth_into(step.member)
+        growth = None if self.is_baseline(step) else self.growth_into(step.member)
         return growth is not None and growth.optimizer_state == "carry"
 
     def lineage(self, member: str) -> tuple[str, ...]:
