@@ -195,7 +195,7 @@ ENUM_CASES = [
     ("/$defs/training/properties/precision", enums.PRECISIONS),
     ("/$defs/training/properties/activation_checkpointing", enums.AC_CHOICES),
     ("/$defs/training/properties/eval/properties/interval/anyOf/0", enums.EVAL_INTERVAL_WORDS),
-    ("/$defs/data/properties/dataset/oneOf/0/properties/builtin", enums.BUILTIN_CORPORA),
+    ("/$defs/source/oneOf/0/properties/builtin", enums.BUILTIN_CORPORA),
     ("/$defs/data/properties/progressive_stages", enums.PROGRESSIVE_STAGES),
     ("/$defs/tokenizer/oneOf/0/properties/builtin", enums.BUILTIN_TOKENIZERS),
     ("/$defs/cluster/properties/accelerator", enums.ACCELERATOR_KEYS),

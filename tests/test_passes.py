@@ -276,7 +276,9 @@ def test_costs_follow_the_formulas(write_spec: WriteSpec) -> None:
     for step in plan.steps:
         if isinstance(step, TrainStep):
             assert step.flops == step.tokens * fpt[step.member]
-            seconds = step.flops / (64 * peak * 0.40)
+            evaluation = step.eval.flops if step.eval else 0  # a hub dataset has held-out text as any source does
+            assert step.eval is not None and evaluation > 0
+            seconds = (step.flops + evaluation) / (64 * peak * 0.40)
             assert step.predicted_seconds == round(seconds, 1)
             assert step.gpu_hours == round(seconds * 64 / 3600, 3)
             assert step.cost_usd == round(seconds * 64 / 3600 * 2.5, 2)

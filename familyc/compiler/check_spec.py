@@ -278,7 +278,31 @@ class _Checker:
                        f"{BUILTIN_TOKENIZER_VOCAB[tok.name]} tokens",
                        f"set vocab_size to at least {BUILTIN_TOKENIZER_VOCAB[tok.name]}")
 
+    def data(self) -> None:
+        """data names its text once: dataset or sources, not both, not neither; a builtin corpus once."""
+        raw = self.doc.data.get("data", {})
+        if "dataset" in raw and "sources" in raw:
+            self.error(("data", "sources"), "give data.dataset or data.sources, not both",
+                       "one source: dataset; a weighted mix: sources (with one entry, the same as dataset)",
+                       key=True)
+        elif not self.spec.data.sources:
+            self.error(("data",), "data names no text: give dataset (one source) or sources (a weighted mix)",
+                       "e.g. dataset: {builtin: stdlib-docstrings}, or sources: [{hf: allenai/c4, config: en}]")
+        seen: dict[tuple[str, str, str | None, str], int] = {}
+        for i, source in enumerate(self.spec.data.sources):
+            key = (source.kind, source.name, source.config, source.split)
+            if key in seen:
+                self.error(("data", "sources", i), f"data.sources[{i}] repeats data.sources[{seen[key]}] "
+                           f"({source.kind}: {source.name})", "give each source once, with the weight it should have")
+            seen.setdefault(key, i)
+            if source.heldout_split is not None and source.heldout_split == source.split:
+                self.error(("data", "sources", i, "heldout", "split") if "sources" in raw else
+                           ("data", "dataset", "heldout", "split"),
+                           f"the held-out split {source.heldout_split!r} is the split trained on",
+                           "name the dataset's validation split, or drop heldout to hold out by hash")
+
     def run(self) -> list[Diagnostic]:
+        self.data()
         valid = self.members()
         self.growth(valid)
         self.budget()

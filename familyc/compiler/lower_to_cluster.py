@@ -113,10 +113,10 @@ def schedule_for(spec: FamilySpec, num_steps: int, *, growth: GrowthSpec | None)
 
 def eval_plan(spec: FamilySpec, member: MemberPlan, num_steps: int) -> EvalPlan | None:
     """The stage's held-out evaluation (FLOPs still zero): training.eval's interval (auto: 5% of the stage's steps,
-    at least 1) and tokens rounded up to whole sequences on every device. None where there is nothing to
-    evaluate on: familyc makes a held-out split of builtin and local data, not of a Hugging Face dataset."""
+    at least 1) and tokens rounded up to whole sequences on every device. None when training.eval.interval is
+    none (every source has held-out text: familyc.execute.data)."""
     e = spec.training.eval
-    if not e.enabled or spec.data.kind == "hf":
+    if not e.enabled:
         return None
     interval = e.interval if e.interval is not None else max(1, int(AUTO_EVAL_FRACTION * num_steps))
     unit = member.seq_len * spec.cluster.devices

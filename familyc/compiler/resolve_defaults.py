@@ -30,6 +30,7 @@ from familyc.spec.model import (
     OptimizerSpec,
     PowerLaw,
     ScheduleSpec,
+    SourceSpec,
     TokenizerSpec,
     TrainingSpec,
 )
@@ -206,10 +207,8 @@ def _build(r: _Reader) -> FamilySpec:
                                 eps=r.required_number(("training", "optimizer", "eps"), "eps"),
                                 max_grad_norm=float(o["max_grad_norm"])),
     )
-    ds = d["data"]["dataset"]
-    kind = next(k for k in DATA_KINDS if k in ds)
-    data = DatasetSpec(kind=kind, name=ds[kind], config=ds.get("config"), split=ds.get("split", "train"),
-                       heldout_fraction=float(d["data"]["heldout_fraction"]),
+    given = d["data"].get("sources") or ([d["data"]["dataset"]] if "dataset" in d["data"] else [])
+    data = DatasetSpec(sources=tuple(_source(s) for s in given), heldout_fraction=float(d["data"]["heldout_fraction"]),
                        progressive_stages=d["data"]["progressive_stages"], shuffle=d["data"]["shuffle"])
     tok = d["tokenizer"]
     tok_kind = next(k for k in TOKENIZER_KINDS if k in tok)
@@ -223,8 +222,16 @@ def _build(r: _Reader) -> FamilySpec:
     return FamilySpec(
         name=d["family"]["name"], description=d["family"].get("description", ""), architecture=architecture,
         members=members, growth=growth, budget=budget, lr=lr_spec, training=training, data=data,
-        tokenizer=TokenizerSpec(kind=tok_kind, name=tok[tok_kind]), cluster=cluster,
+        tokenizer=TokenizerSpec(kind=tok_kind, name=tok[tok_kind], revision=tok.get("revision")), cluster=cluster,
     )
+
+
+def _source(s: dict[str, Any]) -> SourceSpec:
+    """One entry of data.sources (or data.dataset); the schema's defaults inside its oneOf are not applied."""
+    kind = next(k for k in DATA_KINDS if k in s)
+    return SourceSpec(kind=kind, name=s[kind], config=s.get("config"), split=s.get("split", "train"),
+                      revision=s.get("revision"), text_field=s.get("text_field", "text"),
+                      weight=float(s.get("weight", 1)), heldout_split=s.get("heldout", {}).get("split"))
 
 
 def resolve_defaults(c: Compilation) -> Compilation:

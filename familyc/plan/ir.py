@@ -32,12 +32,14 @@ from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
 (every member at the architecture's eps) are still read: `loads` fills it in.
 3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it.
 4: train steps carry their `phase` and the step they `continue` (lr.schedule.grow_from: stable); in a plan of
-version 3 every step is a whole stage."""
+version 3 every step is a whole stage.
+5: `data.sources` (a weighted mix; a plan of version 4 names one dataset, read as the only source), and the
+tokenizer's `revision`."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -71,11 +73,22 @@ class ArchitecturePlan:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class DataPlan:
+class SourcePlan:
+    """One source of text, as the spec names it (familyc.execute.data resolves it before a run starts)."""
+
     kind: DataKind
     name: str
-    config: str | None
-    split: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    text_field: str = "text"
+    weight: float = 1.0
+    heldout_split: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DataPlan:
+    sources: tuple[SourcePlan, ...]
     heldout_fraction: float
     progressive_stages: ProgressiveStages = "continue"
     shuffle: bool = False
@@ -87,6 +100,7 @@ class DataPlan:
 class TokenizerPlan:
     kind: TokenizerKind
     name: str
+    revision: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -393,17 +407,25 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
-READABLE_VERSIONS = (1, 2, 3, SCHEMA_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, SCHEMA_VERSION)
 
 
 def _upgraded(data: dict[str, Any]) -> dict[str, Any]:
-    """A version-1 plan as version 2: every member at the architecture's norm eps, which is what version 1 ran.
-    The schema_version stays 1, so its plan_id and its bytes stay what they were."""
-    if data.get("schema_version") != 1 or not isinstance(data.get("members"), list):
-        return data
-    eps = data.get("architecture", {}).get("norm_eps") if isinstance(data.get("architecture"), dict) else None
-    members = [{**m, "norm_eps": eps} if isinstance(m, dict) and "norm_eps" not in m else m for m in data["members"]]
-    return {**data, "members": members}
+    """An older plan as the current version reads it; the schema_version stays, so its plan_id and its bytes stay
+    what they were. Version 1: every member at the architecture's norm eps, which is what version 1 ran.
+    Versions 1-4: the one dataset (`data.kind`, `name`, `config`, `split`) is the only source."""
+    version = data.get("schema_version")
+    if version == 1 and isinstance(data.get("members"), list):
+        eps = data.get("architecture", {}).get("norm_eps") if isinstance(data.get("architecture"), dict) else None
+        members = [{**m, "norm_eps": eps} if isinstance(m, dict) and "norm_eps" not in m else m
+                   for m in data["members"]]
+        data = {**data, "members": members}
+    old = data.get("data")
+    if version in (1, 2, 3, 4) and isinstance(old, dict) and "sources" not in old:
+        source = {k: old[k] for k in ("kind", "name", "config", "split") if k in old}
+        data = {**data, "data": {"sources": [source],
+                                 **{k: v for k, v in old.items() if k not in ("kind", "name", "config", "split")}}}
+    return data
 
 
 def loads(text: str, *, source: str = "plan") -> Plan:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from familyc import units
-from familyc.plan.ir import Plan
+from familyc.plan.ir import DataPlan, Plan, SourcePlan
 from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.render import Document, Table
 
@@ -18,14 +18,28 @@ def _train_row(index: str, step: TrainStep) -> tuple[str, ...]:
     )
 
 
+def data_sources(data: DataPlan) -> str:
+    """`builtin stdlib-docstrings, 5.0% held out`, or a mix's sources with their shares of the tokens."""
+    total = sum(s.weight for s in data.sources)
+
+    def one(s: SourcePlan) -> str:
+        name = s.name + (f"/{s.config}" if s.config else "") + (f"@{s.revision}" if s.revision else "")
+        split = f" {s.split}" if s.kind == "hf" else ""
+        heldout = (f"held out: {s.heldout_split} split" if s.heldout_split
+                   else f"{units.percent(data.heldout_fraction)} held out")
+        share = f"{units.percent(s.weight / total)} of tokens, " if len(data.sources) > 1 else ""
+        return f"{s.kind} {name}{split} ({share}{heldout})" if len(data.sources) > 1 or s.heldout_split \
+            else f"{s.kind} {name}{split}, {heldout}"
+
+    return " + ".join(one(s) for s in data.sources)
+
+
 def _evaluation(plan: Plan) -> str:
     """The facts line of the stages' held-out evaluation."""
     stages = [*plan.train_steps(), *(b.train for b in plan.baseline.members)]
     evaluated = [s for s in stages if s.eval is not None]
     if not evaluated:
-        why = ("familyc makes no held-out split of a Hugging Face dataset" if plan.data.kind == "hf"
-               else "training.eval.interval is none")
-        return f"held-out evaluation during training: none ({why})"
+        return "held-out evaluation during training: none (training.eval.interval is none)"
     t = plan.totals
     intervals = ", ".join(f"{s.member if s.phase == 'whole' else s.id} {s.eval.interval}" for s in plan.train_steps()
                           if s.eval is not None)
@@ -70,8 +84,9 @@ def plan_document(plan: Plan) -> Document:
         f"budget: {plan.budget.rule} rule"
         + (f", {plan.budget.tokens_per_param:g} tokens per {plan.budget.params} parameter"
            if plan.budget.tokens_per_param else ""),
-        f"data: {plan.data.kind} {plan.data.name}, {units.percent(plan.data.heldout_fraction)} held out; "
-        f"tokenizer: {plan.tokenizer.kind} {plan.tokenizer.name}; progressive stages "
+        f"data: {data_sources(plan.data)}; "
+        f"tokenizer: {plan.tokenizer.kind} {plan.tokenizer.name}"
+        + (f"@{plan.tokenizer.revision}" if plan.tokenizer.revision else "") + "; progressive stages "
         + ("continue in the data stream" if plan.data.progressive_stages == "continue" else
            "each restart at the first document")
         + (f"; documents shuffled by seed {plan.training.seed}" if plan.data.shuffle else "; documents in file order"),

@@ -155,12 +155,26 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class DatasetSpec:
+class SourceSpec:
+    """One source of text (data.dataset, or an entry of data.sources)."""
+
     kind: DataKind
     name: str
     """The builtin corpus, the Hugging Face name, or the folder (relative to the spec)."""
-    config: str | None
-    split: str
+    config: str | None = None
+    split: str = "train"
+    revision: str | None = None
+    """A Hugging Face dataset's branch, tag or commit (None: main)."""
+    text_field: str = "text"
+    weight: float = 1.0
+    """Share of the training tokens, relative to the other sources' weights."""
+    heldout_split: str | None = None
+    """A Hugging Face dataset's split that is the held-out text (None: held out by content hash)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DatasetSpec:
+    sources: tuple[SourceSpec, ...]
     heldout_fraction: float
     progressive_stages: ProgressiveStages
     """See the schema."""
@@ -172,6 +186,8 @@ class DatasetSpec:
 class TokenizerSpec:
     kind: TokenizerKind
     name: str
+    revision: str | None = None
+    """A Hugging Face repository's branch, tag or commit (None: main)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
