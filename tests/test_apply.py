@@ -65,27 +65,29 @@ def state_of(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def apply_env(failpoints: str = "") -> dict[str, str]:
+def apply_env(failpoints: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("FAMILYC_FAILPOINTS", "OMP_NUM_THREADS")}
     env["COLUMNS"] = "160"
     if failpoints:
         env["FAMILYC_FAILPOINTS"] = failpoints
-    return env
+    return {**env, **(extra or {})}
 
 
 def apply_argv(run_dir: Path, *args: str, spec: str = SPEC) -> list[str]:
     return [sys.executable, "-m", "familyc", "apply", spec, "--yes", "--run-dir", str(run_dir), *args]
 
 
-def apply(run_dir: Path, *args: str, spec: str = SPEC, failpoints: str = "") -> Applied:
-    """One `familyc apply` to its end (or its failpoint), in a session of its own."""
+def apply(run_dir: Path, *args: str, spec: str = SPEC, failpoints: str = "",
+          env: dict[str, str] | None = None) -> Applied:
+    """One `familyc apply` to its end (or its failpoint), in a session of its own (`env`: more variables)."""
     start = time.monotonic()
     proc = subprocess.run(apply_argv(run_dir, *args, spec=spec), cwd=REPO, capture_output=True, text=True,
-                          timeout=TIMEOUT, env=apply_env(failpoints), start_new_session=True)
+                          timeout=TIMEOUT, env=apply_env(failpoints, env), start_new_session=True)
     return Applied(run_dir, proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start, state_of(run_dir))
 
 
-def apply_killed_at(run_dir: Path, step_id: str, step: int, *args: str) -> Applied:
+def apply_killed_at(run_dir: Path, step_id: str, step: int, *args: str, spec: str = SPEC,
+                    env: dict[str, str] | None = None) -> Applied:
     """Start `familyc apply`; SIGKILL its process group once `step_id` has logged `step`.
 
     That kills apply and torchrun; torchrun starts each worker in a session of its own, so the group kill
@@ -96,8 +98,8 @@ def apply_killed_at(run_dir: Path, step_id: str, step: int, *args: str) -> Appli
     metrics = run_dir / "steps" / step_id / "metrics.jsonl"
     start = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.Popen(apply_argv(run_dir, *args), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env=apply_env(), start_new_session=True)
+        proc = subprocess.Popen(apply_argv(run_dir, *args, spec=spec), cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, env=apply_env(extra=env), start_new_session=True)
         try:
             while not any(r["step"] >= step for r in read_records(metrics)):
                 if proc.poll() is not None or time.monotonic() - start > TIMEOUT:

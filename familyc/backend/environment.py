@@ -13,7 +13,8 @@ Everything else a stage needs travels in these variables, spelled here once:
     FAMILYC_DATA_SEED    shuffle each rank's training documents with this seed (unset: the dataset's order)
     FAMILYC_HELDOUT      the run's held-out split (a folder of .jsonl): evaluated inside the stage when
     FAMILYC_EVAL_INTERVAL and FAMILYC_EVAL_TOKENS are set too (step 0, every interval steps, the last)
-    HF_HUB_OFFLINE, HF_DATASETS_OFFLINE   1 unless the run's data needs the network (a user's setting wins)
+    HF_HUB_OFFLINE, HF_DATASETS_OFFLINE   1 when apply keeps off the network (HF_HUB_OFFLINE=1 or --offline,
+                         or nothing of the run is on the hub), else 0: a hub shard is fetched when first read
     HF_DATASETS_CACHE    the run's own datasets cache
     OMP_NUM_THREADS      on a CPU: the cores divided among the node's ranks (a user's setting wins)
     PYTHONUNBUFFERED     1: the log shows what a dying stage printed last
@@ -55,7 +56,7 @@ class RunEnvironment:
     flavors: Path
     datasets_cache: Path
     offline: bool = True
-    """False: the data is a Hugging Face dataset that may need the network."""
+    """False: a hub dataset's shards may be fetched as the stages read them."""
     threads: int | None = None
     """OMP_NUM_THREADS for CPU ranks; None: leave it to torch."""
     heldout: Path | None = None
@@ -64,9 +65,10 @@ class RunEnvironment:
     """Every stage reads its training documents shuffled by this seed (None: in the dataset's order)."""
 
     def fixed(self) -> dict[str, str]:
-        """The variables a stage always gets, whatever the launching environment says."""
+        """The variables a stage always gets, whatever the launching environment says. HF_HUB_OFFLINE is always
+        set, to 1 or 0: apply decided from the user's setting and --offline, and a stage would default to 1."""
         out = {FLAVORS_ENV: str(self.flavors.resolve()), DATASETS_CACHE_ENV: str(self.datasets_cache.resolve()),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", **dict.fromkeys(OFFLINE_ENVS, "1" if self.offline else "0")}
         if self.heldout is not None:
             out[HELDOUT_ENV] = str(self.heldout.resolve())
         if self.data_seed is not None:
@@ -75,7 +77,7 @@ class RunEnvironment:
 
     def defaults(self) -> dict[str, str]:
         """The variables a stage gets unless the user set them."""
-        out = dict.fromkeys(OFFLINE_ENVS, "1") if self.offline else {}
+        out: dict[str, str] = {}
         if self.threads is not None:
             out[THREADS_ENV] = str(self.threads)
         return out
@@ -123,9 +125,6 @@ class StageEnvironment:
     def apply_to(self, environ: Mapping[str, str]) -> dict[str, str]:
         """The stage's whole environment, from the launching process's."""
         env = dict(environ)
-        if not self.run.offline:
-            for name in OFFLINE_ENVS:
-                env.pop(name, None)
         for name, value in self.run.defaults().items():
             env.setdefault(name, value)
         env.update(self.run.fixed())

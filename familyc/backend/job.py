@@ -18,6 +18,8 @@ What familyc decides, and why:
   so each stage needs a fresh dump folder.
 - `activation_checkpoint`: the plan's mode; `selective` is torchtitan's every-second-block layer
   SAC, which is what familyc's memory model assumes.
+- `training.dataset`: `c4_test` (torchtitan's loader of a local jsonl folder: the single builtin corpus) or
+  `familyc` (familyc.backend.dataset's weighted mix, `dataset_path` its manifest RUN_DIR/data.json).
 - `experimental.custom_import = "familyc.backend.flavors"` registers the member's size in every
   process (from $FAMILYC_FLAVORS) and applies the CPU compatibility layer.
 """
@@ -48,7 +50,8 @@ def final_checkpoint(dump_folder: Path | str, num_steps: int) -> Path:
 
 def job_config(step: TrainStep, member: MemberPlan, plan: Plan, *, dump_folder: Path | str,
                dataset_path: Path | str, tokenizer_path: Path | str, flavor: str, compile: bool,
-               init_from: Path | str | None, checkpoint_interval: int, seed: int) -> dict[str, dict[str, Any]]:
+               init_from: Path | str | None, checkpoint_interval: int, seed: int,
+               dataset: str = "c4_test") -> dict[str, dict[str, Any]]:
     """The job as nested sections (what `job_config_toml` writes)."""
     if step.member != member.name:
         raise PlanError(f"step {step.id} trains {step.member}, not {member.name}")
@@ -76,7 +79,7 @@ def job_config(step: TrainStep, member: MemberPlan, plan: Plan, *, dump_folder: 
         "optimizer": {"name": optimizer.name, "lr": step.max_lr, "beta1": optimizer.beta1, "beta2": optimizer.beta2,
                       "eps": optimizer.eps, "weight_decay": optimizer.weight_decay},
         "lr_scheduler": lr_scheduler,
-        "training": {"dataset": "c4_test", "dataset_path": str(Path(dataset_path).resolve()),
+        "training": {"dataset": dataset, "dataset_path": str(Path(dataset_path).resolve()),
                      "local_batch_size": step.local_batch_size, "global_batch_size": step.global_batch_size,
                      "seq_len": member.seq_len, "steps": step.num_steps, "max_norm": optimizer.max_grad_norm,
                      "dtype": "float32", "mixed_precision_param": MIXED_PRECISION[step.precision]},
@@ -92,9 +95,10 @@ def job_config(step: TrainStep, member: MemberPlan, plan: Plan, *, dump_folder: 
 
 def job_config_toml(step: TrainStep, member: MemberPlan, plan: Plan, *, dump_folder: Path | str,
                     dataset_path: Path | str, tokenizer_path: Path | str, flavor: str, compile: bool,
-                    init_from: Path | str | None, checkpoint_interval: int, seed: int) -> str:
+                    init_from: Path | str | None, checkpoint_interval: int, seed: int,
+                    dataset: str = "c4_test") -> str:
     """The torchtitan 0.2.2 job TOML of one train step (see the module docstring)."""
-    sections = job_config(step, member, plan, dump_folder=dump_folder, dataset_path=dataset_path,
+    sections = job_config(step, member, plan, dump_folder=dump_folder, dataset=dataset, dataset_path=dataset_path,
                           tokenizer_path=tokenizer_path, flavor=flavor, compile=compile, init_from=init_from,
                           checkpoint_interval=checkpoint_interval, seed=seed)
     header = f"# torchtitan 0.2.2 job: {step.id} of plan {plan.plan_id}, written by familyc. Do not edit.\n"

@@ -180,6 +180,8 @@ def _shuffle_data(trainer: Any, seed: str | None) -> None:
     from torchtitan.tools.logging import logger
 
     dataset = _dataset(trainer)
+    if hasattr(dataset, "familyc_position"):
+        return  # familyc's mixture shuffles itself, by the seed of its manifest
     if dataset is None or not hasattr(dataset, "_data"):
         logger.warning("familyc stage: this data loader cannot be shuffled; documents are read in file order")
         return
@@ -205,6 +207,10 @@ def _start_data_at(trainer: Any, path: str | None) -> None:
         return
     position = json.loads(Path(path).read_text(encoding="utf-8"))
     world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    if position.get("world_size") == world and "mixture" in position and hasattr(dataset, "familyc_start"):
+        dataset.familyc_start(position["mixture"][rank])
+        logger.info(f"familyc stage: data of rank {rank} continues at {position['mixture'][rank]['streams']}")
+        return
     if position.get("world_size") != world or dataset is None or not hasattr(dataset, "_sample_idx"):
         logger.warning(f"familyc stage: cannot continue the data stream from {path} "
                        f"(written by {position.get('world_size')} ranks, this stage has {world}); starting at 0")
@@ -221,11 +227,12 @@ def _record_data_position(trainer: Any, path: str | None) -> None:
     if not path:
         return
     dataset = _dataset(trainer)
-    mine = int(getattr(dataset, "_sample_idx", 0))
+    key = "mixture" if hasattr(dataset, "familyc_position") else "sample_idx"
+    mine = dataset.familyc_position() if key == "mixture" else int(getattr(dataset, "_sample_idx", 0))
     positions: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(positions, mine)
     if torch.distributed.get_rank() == 0:
-        atomic_write(Path(path), json.dumps({"world_size": len(positions), "sample_idx": positions}) + "\n")
+        atomic_write(Path(path), json.dumps({"world_size": len(positions), key: positions}) + "\n")
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -391,6 +398,9 @@ def run(argv: list[str]) -> int:
         print(f"familyc stage: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
 
+    from familyc.backend import dataset
+
+    dataset.register()  # familyc's data loader for a `familyc` job
     init_logger()
     _die_with_parent()
     _check_gradient_norms()
@@ -421,6 +431,10 @@ def run(argv: list[str]) -> int:
         _shuffle_data(trainer, os.environ.get(DATA_SEED_ENV))
         _start_data_at(trainer, os.environ.get(DATA_START_ENV))
         trainer.train()
+    except FamilycError as exc:  # a shard that cannot be read, a data position that does not fit
+        print(f"familyc stage: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr,
+              flush=True)
+        os._exit(EXIT_CONFIG)
     except NonFiniteLossError as exc:
         print(f"familyc stage: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_NONFINITE_LOSS)  # no close(): peers may be waiting in a collective; torchrun stops them

@@ -40,6 +40,9 @@ def apply(
     compile_: bool | None = typer.Option(None, "--compile/--no-compile", help="Override the plan's torch.compile."),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints",
                                           help="Keep each stage's periodic checkpoints after it finishes."),
+    offline: bool = typer.Option(False, "--offline",
+                                 help="Never use the network: hub tokenizers and datasets come from the Hugging Face "
+                                      "cache (as with HF_HUB_OFFLINE=1)."),
     stage_args: list[str] = typer.Option([], "--stage-arg", hidden=True,
                                          help="Extra torchtitan option for every stage (tests)."),
 ) -> None:
@@ -71,7 +74,7 @@ def apply(
     launch = Launch(nproc_per_node=nproc_per_node or plan.cluster.gpus_per_node, nnodes=nnodes, node_rank=node_rank,
                     rdzv_endpoint=rdzv_endpoint, on_cpu=plan.cluster.accelerator == "cpu")
     options = ApplyOptions(launch=launch, baselines=baselines, only=tuple(only), compile=compile_,
-                           keep_checkpoints=keep_checkpoints, extra_stage_args=tuple(stage_args))
+                           keep_checkpoints=keep_checkpoints, offline=offline, extra_stage_args=tuple(stage_args))
     result = apply_plan(plan, plan_file=plan_file, root=root, options=options, slurm=launcher is Launcher.slurm,
                         submit=submit, out=console, err=err())
     if result.script is not None:

@@ -64,7 +64,8 @@ def apply_plan(plan: Plan, *, plan_file: Path | None, root: Path, options: Apply
                   f"(gradient accumulation keeps the global batch)", style="yellow", markup=False)
     if options.worker:
         return _work(plan, root, options, plan_file, out)
-    check_inputs(plan, plan_file=plan_file)  # nothing is written for a run that cannot start
+    resolved = check_inputs(plan, plan_file=plan_file, offline=options.offline)  # nothing written for a run that
+    # cannot start
     check_usable(root)
     with run_lock(RunDir(root)):
         run, state = open_run_dir(root, plan)
@@ -77,7 +78,7 @@ def apply_plan(plan: Plan, *, plan_file: Path | None, root: Path, options: Apply
         if stale:
             raise FamilycError(stale, hint="wait for it to finish, or kill that process, then apply again")
         jobs.write_flavors(plan, run)  # node 0 only: rewritten by another node, a starting stage could read half
-        data = prepare_data(plan, run, plan_file=plan_file)
+        data = prepare_data(plan, run, plan_file=plan_file, resolved=resolved)
         if slurm:
             from familyc.execute.slurm import write_slurm
 
@@ -97,7 +98,7 @@ def _walk(walker: Executor | Worker) -> None:
 def _work(plan: Plan, root: Path, options: ApplyOptions, plan_file: Path | None, out: Console) -> ApplyResult:
     """A node other than 0: train each stage with node 0, which keeps the state and grows the members."""
     run = wait_for_run_dir(root)
-    data: DataInputs = prepare_data(plan, run, plan_file=plan_file)
+    data: DataInputs = prepare_data(plan, run, plan_file=plan_file, offline=options.offline)
     _walk(Worker(plan, run, options, make_progress(out), data))
     return ApplyResult(run=run, summary=None)
 

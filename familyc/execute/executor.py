@@ -52,6 +52,8 @@ class ApplyOptions:
     compile: bool | None = None
     """Override the plan's torch.compile setting (None: the plan's)."""
     keep_checkpoints: bool = False
+    offline: bool = False
+    """Keep off the network (hub tokenizers and datasets from the cache only), as HF_HUB_OFFLINE=1 does."""
     extra_stage_args: tuple[str, ...] = field(default_factory=tuple)
     """More torchtitan options for every stage (tests shorten runs with them)."""
 

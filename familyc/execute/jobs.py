@@ -57,7 +57,8 @@ def write_job(plan: Plan, run: RunDir, step: TrainStep, data: DataInputs, *, com
     from familyc.backend.job import job_config_toml
 
     text = job_config_toml(step, plan.member(step.member), plan, dump_folder=dump_folder(run, step),
-                           dataset_path=data.dataset_path, tokenizer_path=data.tokenizer_path,
+                           dataset=data.dataset_name, dataset_path=data.dataset_path,
+                           tokenizer_path=data.tokenizer_path,
                            flavor=flavor_name(step.member),
                            compile=plan.training.compile if compile is None else compile,
                            init_from=initial_weights(plan, run, step),

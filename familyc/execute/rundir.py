@@ -4,8 +4,12 @@
       state.json                   what has been done (familyc.execute.state), written atomically
       plan.json                    the plan being executed, byte for byte
       flavors.json                 the members' sizes for torchtitan (familyc.backend.flavors)
-      inputs.json                  the data and tokenizer the run trains with (familyc.execute.data)
-      assets/                      the built-in corpus and tokenizer, when the spec uses them
+      inputs.json                  the data and tokenizer the run trains with (familyc.execute.data):
+                                   folders, each source's resolved revision, the tokenizer's sha256
+      data.json                    the data manifest familyc's loader reads (every source but a lone
+                                   builtin corpus): shards (read in place), weights, held-out rules
+      assets/                      the built-in corpus and tokenizer, when the spec uses them; the
+                                   held-out sample of the sources (heldout-<key>/docs.jsonl)
       steps/<step-id>/             per step: job.toml, stdout.log, metrics.jsonl, dump/ (torchtitan's
                                    checkpoints, kept until the member is safely in members/)
       members/<name>/              each progressive member's final weights: a DCP folder (model only,
