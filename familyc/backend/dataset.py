@@ -32,6 +32,7 @@ from torch.distributed.checkpoint.stateful import Stateful
 from torch.utils.data import IterableDataset
 
 from familyc.data.mixture import DataManifest, Mixture
+from familyc.errors import FamilycError
 
 DATASET_NAME = "familyc"
 TRACE_ENV = "FAMILYC_DATA_TRACE"
@@ -71,6 +72,11 @@ class MixtureDataset(IterableDataset[tuple[dict[str, torch.Tensor], torch.Tensor
         return {"token_buffer": list(self._token_buffer), "mixture": self.mixture.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "mixture" not in state_dict:
+            raise FamilycError("this stage's checkpoint holds the data position of torchtitan's own loader, not "
+                               "of familyc's mix (a run started before familyc read local and hub data in place)",
+                               hint="finish that run with the familyc version that started it, or start the stage "
+                                    "again: remove its steps/<step>/dump folder")
         self._token_buffer = list(state_dict["token_buffer"])
         self.mixture.load_state_dict(state_dict["mixture"])
 

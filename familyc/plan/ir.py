@@ -21,7 +21,6 @@ from familyc.enums import (
     AcceleratorKey,
     BudgetParams,
     BudgetRule,
-    DataKind,
     OptimizerAfterGrowth,
     Precision,
     ProgressiveStages,
@@ -31,6 +30,7 @@ from familyc.errors import PlanError, UsageError
 from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
+from familyc.spec.model import SourceSpec
 
 SCHEMA_VERSION = 5
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
@@ -72,18 +72,8 @@ class ArchitecturePlan:
     norm_eps: float
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SourcePlan:
-    """One source of text, as the spec names it (familyc.execute.data resolves it before a run starts)."""
-
-    kind: DataKind
-    name: str
-    config: str | None = None
-    split: str = "train"
-    revision: str | None = None
-    text_field: str = "text"
-    weight: float = 1.0
-    heldout_split: str | None = None
+SourcePlan = SourceSpec
+"""A source of text as the plan names it: as the spec does (familyc.execute.data resolves it before a run)."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
