@@ -118,14 +118,17 @@ def test_a_stage_is_told_the_contract(tmp_path: Path) -> None:
                              data_start=tmp_path / "start.json")
     env = stage.apply_to({"PATH": "/bin", "OMP_NUM_THREADS": "4", FLAVORS_ENV: "stale", "HF_HUB_OFFLINE": "0"})
     assert env["PATH"] == "/bin" and env[FLAVORS_ENV] == str(tmp_path / "flavors.json")  # always ours
-    assert env["OMP_NUM_THREADS"] == "4" and env["HF_HUB_OFFLINE"] == "0"  # the user's setting wins
-    assert env["HF_DATASETS_OFFLINE"] == "1" and env["PYTHONUNBUFFERED"] == "1" and env[DATA_SEED_ENV] == "3"
+    assert env["OMP_NUM_THREADS"] == "4"  # the user's setting wins
+    # apply decided (from the user's HF_HUB_OFFLINE, --offline and the sources) and the stage gets that
+    assert env["HF_HUB_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
+    assert env["PYTHONUNBUFFERED"] == "1" and env[DATA_SEED_ENV] == "3"
     assert (env[METRICS_ENV], env[DATA_START_ENV], env[DATA_END_ENV]) == tuple(
         str(tmp_path / n) for n in ("m.jsonl", "start.json", "end.json"))
     online = StageEnvironment(run=RunEnvironment(flavors=run.flavors, datasets_cache=run.datasets_cache,
                                                  offline=False), metrics=stage.metrics)
     env = online.apply_to({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
-    assert "HF_HUB_OFFLINE" not in env and "HF_DATASETS_OFFLINE" not in env and DATA_START_ENV not in env
+    assert env["HF_HUB_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "0"  # a stage would default to 1 otherwise
+    assert DATA_START_ENV not in env
     assert DATA_SEED_ENV not in env  # no seed: the dataset's own order
 
 
