@@ -163,6 +163,10 @@ def test_a_full_disk_stops_the_stage_before_it_starts(tmp_path: Path, in_repo: P
      "free disk space and apply again"),
     ("FileNotFoundError: [Errno 2] No such file or directory: 'data/corpus'", "a file is missing: FileNotFoundError",
      "check data.dataset and tokenizer in the spec"),
+    ("[rank0]: familyc stage: data of rank 0 continues at [...]\n"
+     "[rank1]: familyc stage error: /data/c4/part-7.jsonl.gz: not a readable jsonl.gz file (EOFError: ...)\n"
+     "[rank1]:   hint: download the shard again, or remove it from the dataset",
+     "/data/c4/part-7.jsonl.gz: not a readable jsonl.gz file", "download the shard again"),
     ("Segmentation fault (core dumped)", "the stage exited with code 139", "the end of the log says why"),
 ])
 def test_a_failed_stage_is_diagnosed_from_the_end_of_its_log(tmp_path: Path, tail: str, message: str,

@@ -432,8 +432,8 @@ def run(argv: list[str]) -> int:
         _start_data_at(trainer, os.environ.get(DATA_START_ENV))
         trainer.train()
     except FamilycError as exc:  # a shard that cannot be read, a data position that does not fit
-        print(f"familyc stage: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""), file=sys.stderr,
-              flush=True)
+        print(f"familyc stage error: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr, flush=True)  # familyc.execute.diagnosis.ERROR_MARK
         os._exit(EXIT_CONFIG)
     except NonFiniteLossError as exc:
         print(f"familyc stage: {exc}", file=sys.stderr, flush=True)

@@ -64,8 +64,8 @@ def apply_plan(plan: Plan, *, plan_file: Path | None, root: Path, options: Apply
                   f"(gradient accumulation keeps the global batch)", style="yellow", markup=False)
     if options.worker:
         return _work(plan, root, options, plan_file, out)
-    resolved = check_inputs(plan, plan_file=plan_file, offline=options.offline)  # nothing written for a run that
-    # cannot start
+    # nothing is written for a run that cannot start
+    resolved = check_inputs(plan, plan_file=plan_file, offline=options.offline)
     check_usable(root)
     with run_lock(RunDir(root)):
         run, state = open_run_dir(root, plan)

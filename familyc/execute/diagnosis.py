@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 TAIL_BYTES = 64 * 1024
+ERROR_MARK = "familyc stage error: "
+"""How a stage prints an error of familyc's own (familyc.backend.stage), its hint on the next line."""
 
 
 def tail(path: Path, lines: int = 200) -> str:
@@ -33,6 +35,13 @@ def diagnose(log: Path, code: int) -> tuple[str, str]:
         return "the disk is full", "free disk space and apply again: it resumes from the last checkpoint"
     if "is not registered" in text:
         return "torchtitan does not know the member's flavor", "this is a familyc bug; please report it"
+    lines = text.splitlines()
+    said = [i for i, line in enumerate(lines) if ERROR_MARK in line]
+    if said:  # the stage's own error (a shard that cannot be read, a data position that does not fit, ...)
+        i = said[-1]
+        hint = lines[i + 1].split("hint: ", 1)[1].strip() if i + 1 < len(lines) and "  hint: " in lines[i + 1] \
+            else "the end of the log says more; apply again resumes from the last checkpoint"
+        return lines[i].split(ERROR_MARK, 1)[1].strip()[:500], hint
     for marker in ("FileNotFoundError", "DatasetNotFoundError", "Unable to find"):
         if marker in text:
             line = next(line for line in reversed(text.splitlines()) if marker in line)
