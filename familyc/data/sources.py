@@ -119,11 +119,12 @@ def _parquet_rows(path: Path, text_field: str, *, start: int, every: int, offset
             if first + rows <= start:  # a whole row group before the position: not read at all
                 first += rows
                 continue
-            texts = file.read_row_group(group, columns=[text_field]).column(0).to_pylist()
-            for i, text in enumerate(texts):
-                row = first + i
-                if row >= start and row % every == offset and isinstance(text, str) and text:
-                    yield row, text
+            mine = [i for i in range((start - first) if start > first else 0, rows) if (first + i) % every == offset]
+            column = file.read_row_group(group, columns=[text_field]).column(0)
+            texts = column.take(pa.array(mine, type=pa.int64())).to_pylist()  # only this rank's rows become str
+            for i, text in zip(mine, texts, strict=True):
+                if isinstance(text, str) and text:
+                    yield first + i, text
             first += rows
     except (OSError, pa.ArrowException) as exc:
         raise _corrupt(path, "not a readable parquet file", exc) from None
