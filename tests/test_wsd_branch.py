@@ -97,7 +97,7 @@ def test_the_plan_and_its_diff_show_the_branches(plans: tuple[Plan, Plan]) -> No
 
 def test_growing_from_the_stable_phase_needs_a_wsd_schedule(write_spec: WriteSpec) -> None:
     data = tiny_data()
-    data["lr"]["schedule"]["grow_from"] = "stable"
+    data["lr"]["schedule"] = {"warmup_fraction": 0.1, "decay": "cosine", "grow_from": "stable"}
     with pytest.raises(SpecError) as info:
         compile_spec(write_spec(data))
     (problem,) = info.value.diagnostics
