@@ -164,8 +164,10 @@ def test_job_toml_is_a_torchtitan_job(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (o.name, o.lr, o.beta1, o.beta2, o.eps, o.weight_decay) == (
         "AdamW", step.max_lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay)
     s = config.lr_scheduler
+    # specs/tiny.yaml decays on warmup-stable-decay: the last 20% of the stage, linearly
+    assert (step.schedule.decay_ratio, step.schedule.decay_type) == (0.2, "linear")
     assert (s.warmup_steps, s.decay_ratio, s.decay_type, s.min_lr_factor) == (
-        step.schedule.warmup_steps, None, "cosine", step.schedule.min_lr_factor)
+        step.schedule.warmup_steps, 0.2, "linear", step.schedule.min_lr_factor)
     assert config.parallelism.data_parallel_shard_degree == -1
     assert config.activation_checkpoint.mode == "none"
     assert config.compile.enable is True

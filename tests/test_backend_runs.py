@@ -182,12 +182,13 @@ def test_two_ranks_train_xs_and_save_the_model_only(xs_run: Run) -> None:
     losses = [r["loss"] for r in rows]
     assert 7.0 < losses[0] < 8.5  # ln(2048) = 7.62 plus the init's spread
     assert losses[-1] < losses[0] - 0.05 and min(losses[-2:]) < min(losses[:2])
-    # lr: linear warmup over the plan's 4 steps to max_lr, then cosine down to min_lr_factor over the
-    # remaining 2; torchtitan 0.2.2 adds one "virtual" stable step, so step 5 repeats the peak
+    # lr: linear warmup over the plan's 4 steps to max_lr, then warmup-stable-decay: the decay takes
+    # round(0.2 * 6) = 1 step, torchtitan 0.2.2 adds one "virtual" stable step, so steps 4-5 hold the peak
+    # and the one decay step (step 6) starts at progress 0, the peak again
     schedule = PLAN.step("train-xs").schedule
-    assert schedule.warmup_steps == 4 and schedule.decay_type == "cosine"
-    max_lr, floor = PLAN.step("train-xs").max_lr, schedule.min_lr_factor
-    assert [r["lr"] / max_lr for r in rows] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, floor + (1 - floor) * 0.5])
+    assert (schedule.warmup_steps, schedule.decay_ratio, schedule.decay_type) == (4, 0.2, "linear")
+    max_lr = PLAN.step("train-xs").max_lr
+    assert [r["lr"] / max_lr for r in rows] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
 
     final = final_checkpoint(xs_run.dump, XS_STEPS)
     assert sorted(p.name for p in final.parent.iterdir()) == [f"step-{XS_STEPS}"]
