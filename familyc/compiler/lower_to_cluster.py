@@ -73,10 +73,12 @@ def choose_micro_batch(spec: FamilySpec, member: MemberPlan,
     for mode in modes:
         for micro in micros:
             est = estimate_memory(member.shape, params, seq_len=member.seq_len, micro_batch=micro,
+                                  grad_accum=max(1, per_device // micro),
                                   fsdp_degree=spec.cluster.devices, precision=training.precision,
                                   activation_checkpointing=mode)
             memory = Memory(parameters=est.parameters, gradients=est.gradients, optimizer=est.optimizer,
                             working=est.working, activations=est.activations, logits=est.logits,
+                            temporaries=est.temporaries,
                             total=est.total, capacity=capacity, fits=est.total <= capacity)
             last = (micro, mode, memory)
             if memory.fits:

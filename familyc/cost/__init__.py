@@ -1,4 +1,5 @@
 """The cost model: parameters, FLOPs, memory and time. Torch-free; every constant derived in a comment."""
 
-COST_MODEL_VERSION = "1"
-"""Bump when any formula here changes: plans record it, so stale estimates are visible."""
+COST_MODEL_VERSION = "2"
+"""Bump when any formula here changes: plans record it, so stale estimates are visible.
+2: the memory model calibrated against `familyc rehearse` (familyc/cost/memory.py)."""

@@ -1,31 +1,50 @@
-"""Memory per device of one training stage under FSDP2 (torchtitan 0.2.2), in bytes.
+"""Memory per device of one training stage under FSDP2 (torchtitan 0.2.2, eager), in bytes, at its peak.
+
+Every term is calibrated against `familyc rehearse` (familyc/backend/rehearse.py: one training step at the
+real shape and world size on fake tensors, every live tensor attributed by torch's FSDPMemTracker): the
+saved tensors below are those autograd keeps (listed with saved_tensors_hooks), and the sum matches the
+rehearsed peak of the tiny, the flagship and the 70B specs' stages (BENCHMARKS.md, "Rehearsal"). The peak
+of a step is the start of the last micro-batch's backward: every block's activations, the loss's saved
+tensors and its gradients are alive at once.
 
 Persistent state is sharded over the FSDP degree F (torchtitan shards every parameter):
   master parameters   fp32, 4 bytes per parameter / F
-  gradients           fp32 (FSDP2 reduce dtype), 4 / F
+  gradients           fp32 (FSDP2 reduce dtype), 4 / F: alive at the peak only with gradient accumulation
+                      (the micro-batches after the first meet the gradients the first left; with one
+                      micro-batch per step, zero_grad freed them before the forward)
   AdamW state         exp_avg + exp_avg_sq in fp32, 8 / F
-Working set: FSDP2 all-gathers one unit (a block, or the embedding, or norm + output) in the
-compute dtype (c bytes: 2 for bf16, 4 for fp32) and prefetches the next, and in the backward
-holds the unit's unsharded gradients before the reduce-scatter: 2 units x (params + grads) x c.
-Activations saved for the backward, per block and per token, in eager autograd
-(torchtitan/models/llama3/model/model.py), with kv = n_kv_heads * head_dim:
-  attention_norm input d, its output (the input of wq/wk/wv) d,
-  q, k, v as SDPA saves them d + 2 kv, SDPA output d, the contiguous copy wo reads d,
-  ffn_norm input d, its output (the input of w1/w3) d,
-  w1 out, silu(w1 out), w3 out, their product (the input of w2): 4 f
-  -> c * (7 d + 2 kv + 4 f), plus the RoPE product, which apply_rotary_emb computes in
-  fp32 on q and k: 4 * (d + kv).
-Activation checkpointing (torchtitan's modes):
+Working set: torchtitan does not reshard the last unit (the final norm and the output projection) after
+its forward, so at the peak it is alive unsharded in the compute dtype: c x (vocab x d + d), c = 2 for bf16,
+4 for fp32. (The plan's old term, 2 units x (params + grads) x c, was 4x what is alive.)
+Activations saved for the backward, per block and per token, with kv = n_kv_heads * head_dim
+(torchtitan/models/llama3/model/model.py; the RMSNorm is torch's, which computes in fp32):
+  each of the two RMSNorms: its input in fp32 (4 d: a copy when c = 2, the input itself when c = 4), its
+  rstd (4), the normalized input in fp32 (4 d), its output in the compute dtype (c d: the input of
+  wq/wk/wv or of w1/w3)                                                 -> 2 (8 d + 4 + c d)
+  attention: q, k, v after RoPE as SDPA saves them, SDPA's output (wo reads a view of it), and its
+  logsumexp (fp32, one per head)                                          -> c (2 d + 2 kv) + 4 n_heads
+  (RoPE's complex product saves nothing of the activations' size: freqs_cis needs no gradient)
+  feed-forward: w1 out, silu(w1 out), w3 out, their product (w2's input) -> 4 c f
+The embedding's output, which the first block reads, stays alive until its backward: c d per token.
+Activation checkpointing (torchtitan's modes), what the blocks hold at the start of the backward:
   none       every block's activations;
   selective  torchtitan's default layer-SAC with frequency 2 checkpoints every second block
              (floor(L / 2) of them): those keep only their input (c * d per token);
-  full       every block keeps only its input; one block's activations exist at a time
-             while it is recomputed in the backward.
-Loss: the output logits in the compute dtype, their fp32 copy for cross-entropy and its
-fp32 gradient: (c + 4 + 4) bytes per token per vocabulary entry.
-Not counted: the CUDA context and allocator fragmentation (cluster.memory_headroom keeps a
-share of memory free for them), communication buffers, and torch.compile's fusions (which
-save less than eager; the estimate errs on the safe side).
+  full       every block keeps only its input.
+With checkpointing the step has a second candidate peak, later in the backward: the loss's tensors are freed,
+all gradients may be alive, and one block is recomputed, its activations and their gradients (taken as two
+blocks' activations: not measured, the rehearsal of every spec here peaks at the start of the backward, where
+the loss's 12 bytes per token per vocabulary entry outweigh it). The estimate is the larger of the two.
+Loss: the final norm saves its normalized input in fp32, its output in the compute dtype and its rstd
+((4 + c) d + 4 per token); cross-entropy saves log_softmax's fp32 output (4 bytes per token per vocabulary
+entry; torchtitan deletes the logits before the backward, and the fp32 copy is not saved). At the start of
+the backward two fp32 temporaries of the logits' size are alive (the gradient of log_softmax's output and
+of its input): 8 bytes per token per vocabulary entry.
+Not counted: buffers (freqs_cis: seq_len x head_dim / 2 complex64, 4 MiB at 8192 tokens), the inputs and
+labels (16 bytes per token per micro-batch of the step), the CUDA context and
+the caching allocator's rounding and fragmentation (cluster.memory_headroom keeps a share of memory free for
+them), NCCL's buffers, and torch.compile, whose fused blocks save less than eager (the estimate errs on the
+safe side).
 """
 
 from __future__ import annotations
@@ -46,16 +65,20 @@ class MemoryEstimate:
     working: int
     activations: int
     logits: int
+    temporaries: int
 
     @property
     def total(self) -> int:
-        return self.parameters + self.gradients + self.optimizer + self.working + self.activations + self.logits
+        return (self.parameters + self.gradients + self.optimizer + self.working + self.activations + self.logits
+                + self.temporaries)
 
 
 def activation_bytes_per_token_per_layer(shape: ModelShape, precision: str) -> int:
-    c = COMPUTE_BYTES[precision]
+    c, d = COMPUTE_BYTES[precision], shape.dim
     kv = shape.n_kv_heads * shape.head_dim
-    return c * (7 * shape.dim + 2 * kv + 4 * shape.ffn_dim) + 4 * (shape.dim + kv)
+    norms = 2 * (8 * d + 4 + c * d)
+    attention = c * (2 * d + 2 * kv) + 4 * shape.n_heads
+    return norms + attention + 4 * c * shape.ffn_dim
 
 
 def estimate_memory(
@@ -64,34 +87,40 @@ def estimate_memory(
     *,
     seq_len: int,
     micro_batch: int,
+    grad_accum: int,
     fsdp_degree: int,
     precision: str,
     activation_checkpointing: str,
 ) -> MemoryEstimate:
+    """The larger of the step's two candidate peaks (see the module docstring)."""
     c = COMPUTE_BYTES[precision]
-    p = params.total
     # ceil: the largest shard decides (FSDP2 pads uneven shards).
-    shard = -(-p // fsdp_degree)
-    largest_unit = max(params.per_layer, params.embedding, shape.dim * shape.vocab_size + shape.dim)
+    shard = -(-params.total // fsdp_degree)
     tokens = micro_batch * seq_len
     full_layer = activation_bytes_per_token_per_layer(shape, precision)
     block_input = c * shape.dim
     layers = shape.n_layers
     if activation_checkpointing == "none":
-        per_token = layers * full_layer
+        saved = layers * full_layer
     elif activation_checkpointing == "selective":
         checkpointed = layers // 2
-        recomputed = full_layer if checkpointed else 0  # one checkpointed block at a time in the backward
-        per_token = (layers - checkpointed) * full_layer + checkpointed * block_input + recomputed
+        saved = (layers - checkpointed) * full_layer + checkpointed * block_input
     elif activation_checkpointing == "full":
-        per_token = layers * block_input + full_layer
+        saved = layers * block_input
     else:
         raise ValueError(f"unknown activation checkpointing mode {activation_checkpointing!r}")
-    return MemoryEstimate(
-        parameters=4 * shard,
-        gradients=4 * shard,
-        optimizer=8 * shard,
-        working=2 * largest_unit * 2 * c,
-        activations=tokens * per_token,
-        logits=tokens * shape.vocab_size * (c + 4 + 4),
+    persistent = {"parameters": 4 * shard, "optimizer": 8 * shard,
+                  "working": c * (shape.vocab_size * shape.dim + shape.dim)}
+    start = MemoryEstimate(
+        **persistent,
+        gradients=4 * shard if grad_accum > 1 else 0,
+        activations=tokens * (saved + c * shape.dim),
+        logits=tokens * (4 * shape.vocab_size + (4 + c) * shape.dim + 4),
+        temporaries=tokens * 8 * shape.vocab_size,
     )
+    if activation_checkpointing == "none":
+        return start
+    recompute = MemoryEstimate(**persistent, gradients=4 * shard,
+                               activations=tokens * (saved + c * shape.dim + 2 * full_layer),
+                               logits=0, temporaries=0)
+    return max(start, recompute, key=lambda e: e.total)

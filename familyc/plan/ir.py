@@ -32,14 +32,16 @@ from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 from familyc.spec.model import SourceSpec
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
 (every member at the architecture's eps) are still read: `loads` fills it in.
 3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it.
 4: train steps carry their `phase` and the step they `continue` (lr.schedule.grow_from: stable); in a plan of
 version 3 every step is a whole stage.
 5: `data.sources` (a weighted mix; a plan of version 4 names one dataset, read as the only source), and the
-tokenizer's `revision`."""
+tokenizer's `revision`.
+6: a train step's `memory` has `temporaries` (cost model 2, calibrated against `familyc rehearse`); a plan of
+version 5 has none, read as 0."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -397,7 +399,7 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
-READABLE_VERSIONS = (1, 2, 3, 4, SCHEMA_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, SCHEMA_VERSION)
 
 
 def _upgraded(data: dict[str, Any]) -> dict[str, Any]:

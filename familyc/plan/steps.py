@@ -41,6 +41,9 @@ class Memory:
     working: int
     activations: int
     logits: int
+    temporaries: int = 0
+    """The loss's gradients at the start of the backward (cost model 2, plan schema 6; 0 in older plans, whose
+    model had no such term)."""
     total: int
     capacity: int
     """Usable bytes per device: memory x (1 - headroom)."""
