@@ -7,6 +7,7 @@ from familyc.cli import (  # noqa: F401  (commands register themselves)
     expand_command,
     export_command,
     plan_commands,
+    rehearse_command,
     report_command,
 )
 from familyc.cli.app import app

@@ -53,7 +53,7 @@ def _head_rows(head_map: tuple[int, ...], head_dim: int) -> torch.Tensor:
 
 def _index(index_map: torch.Tensor, old: int) -> torch.Tensor | None:
     """The map, or None when it is the identity (then the gather is a plain copy)."""
-    return None if len(index_map) == old and bool((index_map == torch.arange(old)).all()) else index_map
+    return None if len(index_map) == old and _identity_prefix(index_map) == old else index_map
 
 
 def _scale_for(index_map: torch.Tensor, copies: tuple[int, ...], power: int = 1) -> torch.Tensor | None:
@@ -64,9 +64,10 @@ def _scale_for(index_map: torch.Tensor, copies: tuple[int, ...], power: int = 1)
 
 
 def _identity_prefix(index_map: torch.Tensor) -> int:
-    """How many leading entries of the map are 0, 1, 2, ... (old units keep their place)."""
-    matches = index_map == torch.arange(len(index_map))
-    return len(index_map) if bool(matches.all()) else int(matches.int().argmin())
+    """How many leading entries of the map are 0, 1, 2, ... (old units keep their place). In Python on the map's
+    values, so that it also runs under a FakeTensorMode (`familyc rehearse`), where a new tensor has none."""
+    entries = index_map.tolist()
+    return next((i for i, unit in enumerate(entries) if unit != i), len(entries))
 
 
 def _take_columns(block: torch.Tensor, cols: torch.Tensor | None, out: torch.Tensor) -> None:

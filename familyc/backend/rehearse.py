@@ -1,0 +1,341 @@
+"""Rehearse a plan's training stages on a CPU: one full training step at the real shape and world size, on
+fake tensors, with torchtitan 0.2.2's own parallelization, optimizer, scheduler and loss.
+
+One process stands for rank 0 of the stage's N ranks: torch's fake process group (`backend="fake"`) answers
+every collective at once with tensors of the right shape, so FSDP2 shards, all-gathers and reduce-scatters
+exactly as it would across N GPUs. Every tensor is a FakeTensor (shape, dtype, device, no storage), so an 8B
+member at 64 ranks costs seconds and no memory. What the step allocates is tracked by torch's
+FSDPMemTracker (torch.distributed._tools.fsdp2_mem_tracker), which attributes every live storage to a
+category: sharded and unsharded parameters, sharded and unsharded gradients, optimizer state, activations,
+temporaries, the collectives' buffers, the inputs.
+
+The step is torchtitan's `Trainer.train_step` (torchtitan/train.py), rebuilt from its parts because the
+Trainer itself builds the data loader, loads checkpoints and initialises weights (`init_weights` draws with
+`trunc_normal_`, which fake tensors cannot run; the values do not matter to the memory):
+  - the model on the meta device in `training.dtype`, the train spec's `parallelize_fn` (activation
+    checkpointing, FSDP2 with the plan's mixed precision), `to_empty` on fake CPU tensors;
+  - the train spec's optimizer and LR scheduler builders on the job's `[optimizer]`/`[lr_scheduler]`;
+  - per micro-batch: forward, the train spec's loss (sum, divided by the global valid tokens), `del pred`,
+    backward; then torchtitan's `clip_grad_norm_`, the optimizer step, the scheduler step.
+Two optimizer steps run: AdamW creates its state at the first, so the second is the steady state a long
+stage lives in. Within a step, two micro-batches are enough: from the second on, every micro-batch meets the
+gradients the first left (more change nothing).
+
+Not rehearsed, and said so in the result: torch.compile (the rehearsal is eager; compiled blocks save less
+for the backward), the GPU's own costs (CUDA context, the caching allocator's fragmentation, NCCL's
+buffers; the plan's `cluster.memory_headroom` keeps room for them), a real data loader, checkpoint saves.
+FSDPMemTracker sees tensors, not the allocator: on a GPU the caching allocator rounds every block up (to
+512 B, 2 MiB segments), which is part of what the headroom is for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+from torch.testing._internal.distributed.fake_pg import FakeStore
+from torch.utils.flop_counter import FlopCounterMode
+
+from familyc.backend import compat
+from familyc.backend.job import job_config_toml
+from familyc.backend.model import plan_model_args
+from familyc.backend.moments import STATE_PREFIX
+from familyc.plan.ir import Plan
+from familyc.plan.steps import ExpandStep, TrainStep
+
+MICRO_BATCHES = 2
+"""Micro-batches rehearsed per optimizer step (see the module docstring)."""
+OPTIMIZER_STEPS = 2
+
+PARTS = {
+    # the rehearsal's parts, each the sum of FSDPMemTracker categories (its _FSDPRefType values)
+    "parameters": ("Sharded Param",),
+    "buffers": ("Buffer",),
+    "gradients": ("Sharded Grad",),
+    "optimizer": ("OptState",),
+    "working": ("Unsharded Param", "Unsharded Grad", "All Gather", "Reduce Scatter"),
+    "activations": ("Activation",),
+    "temporaries": ("Temp",),
+    "inputs": ("Inputs",),
+}
+"""Every category FSDPMemTracker has; the parts sum to its total."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TrainRehearsal:
+    """One training stage rehearsed: bytes per device of rank 0 at its peak, by part, and what it saw."""
+
+    step: str
+    world_size: int
+    peak: int
+    parts: dict[str, int]
+    """The peak's breakdown (PARTS); the parts sum to `peak`."""
+    activations_per_block: int
+    """Bytes one transformer block's forward leaves for the backward, per micro-batch (measured between the
+    first block's input and the last block's output, divided by the number of blocks)."""
+    logits: int
+    """Bytes the final norm, the output projection and the loss leave for the backward, per micro-batch."""
+    flops_per_token: float
+    """FLOPs of one micro-batch's forward and backward counted by FlopCounterMode, per token."""
+    model_keys: dict[str, tuple[int, ...]]
+    """The model's state dict as torchtitan's checkpoint saves and loads it: key -> global shape."""
+    optimizer_keys: dict[str, tuple[int, ...]]
+    """The optimizer's flattened state tensors (state.<fqn>.exp_avg, ...) -> global shape."""
+    seconds: float
+
+
+@contextlib.contextmanager
+def fake_world(world_size: int) -> Iterator[None]:
+    """A fake process group of `world_size` ranks in which this process is rank 0."""
+    if dist.is_initialized():
+        raise RuntimeError("a process group is already initialized; rehearse in a process of its own")
+    dist.init_process_group("fake", rank=0, world_size=world_size, store=FakeStore())
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _job(plan: Plan, step: TrainStep, folder: Path) -> Any:
+    """torchtitan's JobConfig of the stage, from the TOML `familyc apply` writes (the paths are never read)."""
+    from torchtitan.config import ConfigManager
+
+    member = plan.member(step.member)
+    toml = job_config_toml(step, member, plan, dump_folder=folder / "dump", dataset_path=folder / "data",
+                           tokenizer_path=folder, flavor=f"familyc-{member.name}", compile=False,
+                           init_from=None, checkpoint_interval=max(step.num_steps, 1), seed=0)
+    path = folder / "job.toml"
+    path.write_text(toml)
+    return ConfigManager().parse_args(["--job.config_file", str(path)])
+
+
+def _shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def _category_bytes(snapshot: dict[Any, dict[str, int]]) -> dict[str, int]:
+    """A tracker snapshot's bytes by category name, summed over devices (there is one: the CPU)."""
+    out: dict[str, int] = {}
+    for per_device in snapshot.values():
+        for category, value in per_device.items():
+            name = getattr(category, "value", str(category))
+            out[name] = out.get(name, 0) + int(value)
+    return out
+
+
+def _attention_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """Forward of SDPA on the CPU (torch's FlopCounterMode has no formula for it): QK^T and AV."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return int(sdpa_flop_count(query, key, value))  # type: ignore[no-untyped-call]
+
+
+def _attention_backward_flops(grad_out: Any, query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None,
+                              **kwargs: Any) -> int:
+    """Backward of SDPA by the MFU convention torchtitan's formula follows: the gradients of QK^T and AV, two
+    matmuls each (twice the forward). torch's own formula for the GPU kernels adds the recompute of the
+    scores, which is not useful work."""
+    return 2 * _attention_flops(query, key, value)
+
+
+def flop_counter() -> FlopCounterMode:
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={
+        aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops,
+    })
+
+
+def rehearse_train(plan: Plan, step: TrainStep) -> TrainRehearsal:
+    """Rehearse one training stage (see the module docstring)."""
+    from torchtitan.distributed import ParallelDims
+    from torchtitan.distributed import utils as dist_utils
+    from torchtitan.protocols import train_spec as titan_train_spec
+    from torchtitan.tools.utils import set_default_dtype
+
+    compat.enable_cpu()
+    started = time.perf_counter()
+    member = plan.member(step.member)
+    args = plan_model_args(plan, member.name)
+    with tempfile.TemporaryDirectory(prefix="familyc-rehearse-") as folder:
+        job = _job(plan, step, Path(folder))
+    spec = titan_train_spec.get_train_spec(job.model.name)
+    world = step.devices
+    shape = (step.local_batch_size, member.seq_len)
+    tokens = step.local_batch_size * member.seq_len
+    micro_batches = min(MICRO_BATCHES, step.grad_accum)
+    with fake_world(world):
+        p = job.parallelism
+        dims = ParallelDims(dp_shard=p.data_parallel_shard_degree, dp_replicate=p.data_parallel_replicate_degree,
+                            cp=p.context_parallel_degree, tp=p.tensor_parallel_degree,
+                            pp=p.pipeline_parallel_degree, ep=p.expert_parallel_degree,
+                            etp=p.expert_tensor_parallel_degree, world_size=world)
+        with torch.device("meta"), set_default_dtype(getattr(torch, job.training.dtype)):
+            model = spec.model_cls(args)
+        model = spec.parallelize_fn(model, dims, job)
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            model.to_empty(device="cpu")
+            optimizers = spec.build_optimizers_fn([model], job.optimizer, dims)
+            schedulers = spec.build_lr_schedulers_fn(optimizers, job.lr_scheduler, job.training.steps)
+            batches = [(torch.randint(0, args.vocab_size, shape), torch.randint(0, args.vocab_size, shape))
+                       for _ in range(micro_batches)]
+        # The step runs outside the fake mode, on the fake tensors made in it (each carries its mode): the
+        # tracker then counts the local ops and skips DTensor's sharding propagation, which runs on
+        # global-shape tensors in a fake mode of its own. Under our mode it would count the optimizer step
+        # as if on unsharded tensors: 16 bytes per parameter of state that does not exist.
+        model.train()
+        loss_fn = spec.build_loss_fn(job)
+        tracker = FSDPMemTracker(model, optimizers.optimizers[0])
+        tracker.track_inputs(tuple(t for batch in batches for t in batch))
+        marks: dict[str, int] = {}
+
+        def mark(name: str) -> None:
+            marks.setdefault(name, _category_bytes(tracker.get_tracker_snapshot("current")).get("Activation", 0))
+
+        layers = list(model.layers.values())
+        hooks = [layers[0].register_forward_pre_hook(lambda *_: mark("blocks_in")),
+                 layers[-1].register_forward_hook(lambda *_: mark("blocks_out"))]
+        def forward_backward(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+            pred = model(inputs)
+            loss = loss_fn(pred, labels) / (tokens * world * step.grad_accum)
+            del pred  # as torchtitan's forward_backward_step does, before the backward
+            mark("loss")
+            loss.backward()
+
+        # FLOPs on a micro-batch of their own, before the tracked steps: FlopCounterMode's module hooks keep
+        # what activation checkpointing recomputes alive through the backward (2.4x the peak of a real run of
+        # the tiny spec's l member with full checkpointing), so it must not run while memory is measured.
+        counter = flop_counter()
+        with counter:
+            forward_backward(*batches[0])
+        optimizers.zero_grad()
+        marks.clear()
+        with tracker:
+            for _ in range(OPTIMIZER_STEPS):
+                optimizers.zero_grad()
+                for inputs, labels in batches:
+                    forward_backward(inputs, labels)
+                dist_utils.clip_grad_norm_(list(model.parameters()), job.training.max_norm, foreach=True,
+                                           pp_mesh=None, ep_enabled=False)
+                optimizers.step()
+                schedulers.step()
+        for hook in hooks:
+            hook.remove()
+        peak = _category_bytes(tracker.get_tracker_snapshot("peak"))
+        model_keys = _shapes(model.state_dict())
+        optimizer_keys = {k: v for k, v in _shapes(optimizers.state_dict()).items() if k.startswith(STATE_PREFIX)}
+    parts = {part: sum(peak.get(c, 0) for c in categories) for part, categories in PARTS.items()}
+    return TrainRehearsal(
+        step=step.id, world_size=world, peak=sum(parts.values()), parts=parts,
+        activations_per_block=(marks["blocks_out"] - marks["blocks_in"]) // len(layers),
+        logits=marks["loss"] - marks["blocks_out"],
+        flops_per_token=counter.get_total_flops() / tokens,
+        model_keys=model_keys, optimizer_keys=optimizer_keys, seconds=time.perf_counter() - started)
+
+
+def parameter_count(keys: dict[str, tuple[int, ...]]) -> int:
+    return sum(math.prod(shape) for shape in keys.values())
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GrowthRehearsal:
+    """One growth step rehearsed on fake tensors: what it reads against what the source stage saves, what it
+    writes against what the grown stage loads (the weights, and AdamW's moments when it carries them)."""
+
+    step: str
+    problems: tuple[str, ...]
+    tensors: int
+    """Tensors the step writes."""
+    computed: int
+    """Of those, how many were computed on fake tensors (the others read values; see `_computed`)."""
+    seconds: float
+
+
+def _compare(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], *, what: str,
+             expected_by: str, found_by: str) -> list[str]:
+    """Problems of `found` against `expected` (keys and shapes), at most 3 of each kind named."""
+    problems = []
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    wrong = [f"{k} {list(found[k])} (not {list(expected[k])})"
+             for k in expected if k in found and found[k] != expected[k]]
+    for keys, verb in ((missing, f"{expected_by} needs, {found_by} has not"),
+                       (extra, f"{found_by} has, {expected_by} does not know"),
+                       (wrong, f"{found_by} shapes differ from {expected_by}'s")):
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            problems.append(f"{what}: {len(keys)} {'key' if len(keys) == 1 else 'keys'} {verb}: {shown}")
+    return problems
+
+
+def _computed(recipes: Any, source: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[int, ...]], int, list[str]]:
+    """Every target of `recipes` at the shape it is written at, computed on fake source tensors where the recipe
+    needs no values (copies, gathers, zeros); a recipe that reads values (the symmetry-breaking operators scale
+    by the source's std and draw masks) keeps its declared shape, which the checkpoint writer enforces on the
+    real tensor. (targets, how many were computed, problems)."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException
+
+    out: dict[str, tuple[int, ...]] = {}
+    problems: list[str] = []
+    computed = 0
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        tensors = {key: torch.empty(shape, dtype=torch.float32) for key, shape in source.items()}
+        for recipe in recipes.targets(torch.float32):
+            out[recipe.key] = tuple(recipe.shape)
+            try:
+                value = recipe.compute(tensors.__getitem__)
+            except DataDependentOutputException:
+                continue
+            except Exception as exc:  # an operator that cannot run is the finding itself
+                problems.append(f"{recipe.key}: its recipe fails: {type(exc).__name__}: {exc}")
+                continue
+            computed += 1
+            if tuple(value.shape) != tuple(recipe.shape):
+                problems.append(f"{recipe.key}: computed at {list(value.shape)}, declared {list(recipe.shape)}")
+    return out, computed, problems
+
+
+def rehearse_growth(plan: Plan, step: ExpandStep, source: TrainRehearsal | None,
+                    target: TrainRehearsal | None) -> GrowthRehearsal:
+    """Rehearse one growth step against the rehearsed stages it joins (None: that stage was not rehearsed, and
+    only the recipes are checked). The expansion is the one `familyc apply` runs, without its noise (noise
+    changes values, never shapes, and needs real values to scale by)."""
+    from familyc.expand.moments import MomentRecipes
+    from familyc.expand.operators import Expansion
+
+    started = time.perf_counter()
+    src, dst = plan.shape(step.source), plan.shape(step.member)
+    source_name, target_name = f"the {step.source} stage's checkpoint", f"the {step.member} stage's model"
+    weights = Expansion(src, dst, width=step.width, depth=step.depth, seed=step.seed)
+    computed, counted, problems = _computed(weights, weights.source_keys())
+    if source is not None:
+        problems += _compare(weights.source_keys(), source.model_keys, what="weights read",
+                             expected_by=step.id, found_by=source_name)
+    if target is not None:
+        problems += _compare(target.model_keys, computed, what="weights written",
+                             expected_by=target_name, found_by=step.id)
+    written = len(computed)
+    if step.optimizer_state == "carry":
+        moments = MomentRecipes(src, dst, width=step.width, depth=step.depth, seed=step.seed)
+        computed, more, found = _computed(moments, moments.source_keys())
+        counted += more
+        problems += found
+        if source is not None:
+            problems += _compare(moments.source_keys(), source.optimizer_keys, what="moments read",
+                                 expected_by=step.id, found_by=f"the {step.source} stage's optimizer")
+        if target is not None:
+            problems += _compare(target.optimizer_keys, computed, what="moments written",
+                                 expected_by=f"the {step.member} stage's optimizer", found_by=step.id)
+        written += len(computed)
+    return GrowthRehearsal(step=step.id, problems=tuple(problems), tensors=written, computed=counted,
+                           seconds=time.perf_counter() - started)
