@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from conftest import mutated, tiny_data
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install -e '.[train]')")
 pytest.importorskip("torchtitan.train", reason="torchtitan (and triton, which it imports) is not installed")
@@ -90,7 +92,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def run_stage(env: dict[str, Any], out: Path, member: str, *, steps: int, nproc: int, compile: bool = False,
               init_from: Path | None = None, extra: tuple[str, ...] = ("--metrics.log_freq", "1"),
-              plan: Plan = PLAN, flavor: str | None = None) -> Run:
+              plan: Plan = PLAN, flavor: str | None = None, environ: dict[str, str] | None = None) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     step = dataclasses.replace(plan.train_step(member), num_steps=steps)
     assets = env["assets"]
@@ -104,7 +106,8 @@ def run_stage(env: dict[str, Any], out: Path, member: str, *, steps: int, nproc:
     metrics = out / "metrics.jsonl"
     start = time.monotonic()
     proc = subprocess.run([sys.executable, *launcher, *stage], cwd=out, capture_output=True, text=True,
-                          timeout=RUN_TIMEOUT, env={**env["proc_env"], "FAMILYC_METRICS": str(metrics)})
+                          timeout=RUN_TIMEOUT,
+                          env={**env["proc_env"], "FAMILYC_METRICS": str(metrics), **(environ or {})})
     seconds = time.monotonic() - start
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     return Run(proc.returncode, proc.stdout + proc.stderr, rows, out / "dump", seconds)
@@ -275,3 +278,38 @@ def test_an_unregistered_flavor_is_refused(env: dict[str, Any], tmp_path: Path) 
     assert run.returncode == 2, run.output[-4000:]
     assert "flavor 'familyc-xs' is not registered" in run.output
     assert "familyc-other" in run.output and "debugmodel" in run.output
+
+
+def _checkpointed(mode: str) -> Plan:
+    """The tiny spec with the training's activation checkpointing set to `mode`."""
+    data = mutated(tiny_data(), **{"training.activation_checkpointing": mode})
+    return compile_document(load_document(yaml.safe_dump(data, sort_keys=False).encode(), f"tiny-{mode}.yaml"),
+                            SpecRef(path=f"tiny-{mode}.yaml", sha256="0" * 64))
+
+
+CHECKPOINTED = {mode: _checkpointed(mode) for mode in ("selective", "full")}
+
+
+@pytest.mark.parametrize(("plan", "member"), [(PLAN, "m"), (CHECKPOINTED["selective"], "l"),
+                                              (CHECKPOINTED["full"], "l")], ids=["m", "l-selective", "l-full"])
+def test_the_rehearsal_is_within_8_percent_of_a_real_runs_allocator_peak(
+        env: dict[str, Any], tmp_path: Path, plan: Plan, member: str) -> None:
+    """Two real ranks train a stage for two steps with torch.profiler recording every allocation and free of the
+    CPU allocator (familyc.backend.memory_profile, independent of the rehearsal's FSDPMemTracker); each rank's
+    peak of the running sum is within 8% of `familyc rehearse`'s (the issue asks 15%), with and without
+    activation checkpointing. The real run is higher, and it moves between runs: measured +0.7% and +1.1% (m),
+    +1.5% and +2.5% (l, selective), +1.1%, +3.2% and +5.6% (l, full) over the rehearsal. What the rehearsal lacks: the
+    buffers of real collectives (the fake process group allocates none for FSDP2's reduce-scatter of each
+    block's gradients), the data loader's batches, and what torchtitan's Trainer allocates around the step."""
+    from familyc.backend.rehearse import rehearse_train
+
+    step = plan.train_step(member)
+    assert step.activation_checkpointing == next(m for m, p in {"none": PLAN, **CHECKPOINTED}.items() if p is plan)
+    run = run_stage(env, tmp_path / member, member, steps=2, nproc=2, plan=plan,
+                    environ={"FAMILYC_PROFILE_MEMORY": str(tmp_path / "profile")})
+    assert run.returncode == 0, run.output[-4000:]
+    measured = [json.loads((tmp_path / "profile" / f"memory-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [m["steps"] for m in measured] == [2, 2] and all(m["allocations"] > 1000 for m in measured)
+    rehearsed = rehearse_train(plan, step).peak
+    for m in measured:
+        assert 0.97 * rehearsed <= m["peak_bytes"] <= 1.08 * rehearsed, (m, rehearsed)

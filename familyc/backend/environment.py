@@ -13,6 +13,8 @@ Everything else a stage needs travels in these variables, spelled here once:
     FAMILYC_DATA_SEED    shuffle each rank's training documents with this seed (unset: the dataset's order)
     FAMILYC_HELDOUT      the run's held-out split (a folder of .jsonl): evaluated inside the stage when
     FAMILYC_EVAL_INTERVAL and FAMILYC_EVAL_TOKENS are set too (step 0, every interval steps, the last)
+    FAMILYC_PROFILE_MEMORY   a diagnostic (never set by apply): each rank writes its allocator-level peak over
+                         the first steps to this folder (familyc.backend.memory_profile)
     HF_HUB_OFFLINE, HF_DATASETS_OFFLINE   1 when apply keeps off the network (HF_HUB_OFFLINE=1 or --offline,
                          or nothing of the run is on the hub), else 0: a hub shard is fetched when first read
     HF_DATASETS_CACHE    the run's own datasets cache
@@ -39,6 +41,7 @@ OPTIMIZER_END_ENV = "FAMILYC_OPTIMIZER_END"
 HELDOUT_ENV = "FAMILYC_HELDOUT"
 EVAL_INTERVAL_ENV = "FAMILYC_EVAL_INTERVAL"
 EVAL_TOKENS_ENV = "FAMILYC_EVAL_TOKENS"
+PROFILE_MEMORY_ENV = "FAMILYC_PROFILE_MEMORY"
 OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 DATASETS_CACHE_ENV = "HF_DATASETS_CACHE"
 THREADS_ENV = "OMP_NUM_THREADS"

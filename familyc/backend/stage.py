@@ -58,6 +58,7 @@ from familyc.backend.environment import (  # noqa: E402  (torch-free)
     OFFLINE_ENVS,
     OPTIMIZER_END_ENV,
     OPTIMIZER_START_ENV,
+    PROFILE_MEMORY_ENV,
 )
 from familyc.files import atomic_write  # noqa: E402
 
@@ -252,6 +253,8 @@ def _trainer_class() -> type:
 
         familyc_evaluation: Any = None
         """familyc.backend.stage_eval.StageEvaluation, or None: no held-out evaluation during this stage."""
+        familyc_memory_profile: Any = None
+        """familyc.backend.memory_profile.MemoryProfile ($FAMILYC_PROFILE_MEMORY), or None."""
 
         def train_step(self, *args: Any, **kwargs: Any) -> None:
             global _STEP
@@ -265,6 +268,8 @@ def _trainer_class() -> type:
                 _record_data_position(self, os.environ.get(DATA_END_ENV))
                 _keep_optimizer(self, os.environ.get(OPTIMIZER_END_ENV))
             _evaluate(self, self.step)
+            if self.familyc_memory_profile is not None:
+                self.familyc_memory_profile.after_step(self.step, _rank())
 
     return FamilycTrainer
 
@@ -412,9 +417,13 @@ def run(argv: list[str]) -> int:
         return EXIT_CONFIG
     logger.info(f"familyc stage: flavors {flavors.REGISTERED}; CPU compatibility {on_cpu}")
 
+    from familyc.backend import memory_profile
+
     trainer = None
     try:
+        profile = memory_profile.start(os.environ.get(PROFILE_MEMORY_ENV))  # before the model is built
         trainer = _trainer_class()(config)
+        trainer.familyc_memory_profile = profile
         rank = torch.distributed.get_rank()
         if rank == 0 and metrics_path:
             processor = trainer.metrics_processor
