@@ -22,7 +22,8 @@ from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.render import Document, Table
 
 if TYPE_CHECKING:
-    from familyc.backend.rehearse import GrowthRehearsal, TrainRehearsal
+    from familyc.backend.rehearse import TrainRehearsal
+    from familyc.expand.rehearse import GrowthRehearsal
 
 PLANNED_PARTS = ("parameters", "gradients", "optimizer", "working", "activations", "logits", "temporaries")
 
@@ -86,7 +87,8 @@ def selected_steps(plan: Plan, only: Sequence[str]) -> tuple[list[TrainStep], li
 
 def rehearse_plan(plan: Plan, *, only: Sequence[str] = (), progress: Callable[[str], None] = lambda _: None
                   ) -> PlanRehearsal:
-    from familyc.backend.rehearse import rehearse_growth, rehearse_train
+    from familyc.backend.rehearse import rehearse_train
+    from familyc.expand.rehearse import rehearse_growth
 
     started = time.perf_counter()
     trains, expands = selected_steps(plan, only)
@@ -201,6 +203,8 @@ def rehearsal_data(result: PlanRehearsal) -> dict[str, Any]:
     stages = []
     for s in result.stages:
         entry: dict[str, Any] = {"step": s.step.id, "member": s.step.member, "devices": s.step.devices,
+                                 "micro_batch": s.step.local_batch_size, "grad_accum": s.step.grad_accum,
+                                 "activation_checkpointing": s.step.activation_checkpointing,
                                  "planned": {p: getattr(s.step.memory, p) for p in PLANNED_PARTS} | {
                                      "total": s.step.memory.total},
                                  "capacity": s.step.memory.capacity, "fits": s.fits, "error": s.error,
