@@ -155,6 +155,26 @@ def flop_counter() -> FlopCounterMode:
     })
 
 
+@contextlib.contextmanager
+def _outside_fake_mode(tracker: FSDPMemTracker) -> Iterator[None]:
+    """The optimizer's part of the step, on the fake tensors but outside their mode. Every tensor it touches is a
+    DTensor, whose sharding propagation runs the op on global-shape fake tensors: under our mode it would reuse
+    it, and the tracker (which counts the ops of the mode it was entered in) would count an optimizer step on
+    unsharded tensors, 16 bytes per parameter that no rank holds. Outside it, DTensor propagates in a fake mode
+    of its own, which the tracker skips, and counts the local ops, which we tell it to expect outside any mode.
+    (Everything else runs under our mode, so that what FSDP2 allocates, its all-gather and reduce-scatter
+    buffers and the unsharded parameters, is fake too.)"""
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    entry = tracker._fake_mode_on_entry
+    with unset_fake_temporarily():
+        tracker._fake_mode_on_entry = None
+        try:
+            yield
+        finally:
+            tracker._fake_mode_on_entry = entry
+
+
 def rehearse_train(plan: Plan, step: TrainStep) -> TrainRehearsal:
     """Rehearse one training stage (see the module docstring)."""
     from torchtitan.distributed import ParallelDims
@@ -182,57 +202,57 @@ def rehearse_train(plan: Plan, step: TrainStep) -> TrainRehearsal:
         with torch.device("meta"), set_default_dtype(getattr(torch, job.training.dtype)):
             model = spec.model_cls(args)
         model = spec.parallelize_fn(model, dims, job)
-        with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = FakeTensorMode(allow_non_fake_inputs=True)
+        with fake:
             model.to_empty(device="cpu")
+            model.train()
             optimizers = spec.build_optimizers_fn([model], job.optimizer, dims)
             schedulers = spec.build_lr_schedulers_fn(optimizers, job.lr_scheduler, job.training.steps)
+            loss_fn = spec.build_loss_fn(job)
             batches = [(torch.randint(0, args.vocab_size, shape), torch.randint(0, args.vocab_size, shape))
                        for _ in range(micro_batches)]
-        # The step runs outside the fake mode, on the fake tensors made in it (each carries its mode): the
-        # tracker then counts the local ops and skips DTensor's sharding propagation, which runs on
-        # global-shape tensors in a fake mode of its own. Under our mode it would count the optimizer step
-        # as if on unsharded tensors: 16 bytes per parameter of state that does not exist.
-        model.train()
-        loss_fn = spec.build_loss_fn(job)
-        tracker = FSDPMemTracker(model, optimizers.optimizers[0])
-        tracker.track_inputs(tuple(t for batch in batches for t in batch))
-        marks: dict[str, int] = {}
+            tracker = FSDPMemTracker(model, optimizers.optimizers[0])
+            tracker.track_inputs(tuple(t for batch in batches for t in batch))
+            marks: dict[str, int] = {}
 
-        def mark(name: str) -> None:
-            marks.setdefault(name, _category_bytes(tracker.get_tracker_snapshot("current")).get("Activation", 0))
+            def mark(name: str) -> None:
+                snapshot = _category_bytes(tracker.get_tracker_snapshot("current"))
+                marks.setdefault(name, snapshot.get("Activation", 0))
 
-        layers = list(model.layers.values())
-        hooks = [layers[0].register_forward_pre_hook(lambda *_: mark("blocks_in")),
-                 layers[-1].register_forward_hook(lambda *_: mark("blocks_out"))]
-        def forward_backward(inputs: torch.Tensor, labels: torch.Tensor) -> None:
-            pred = model(inputs)
-            loss = loss_fn(pred, labels) / (tokens * world * step.grad_accum)
-            del pred  # as torchtitan's forward_backward_step does, before the backward
-            mark("loss")
-            loss.backward()
+            def forward_backward(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+                pred = model(inputs)
+                loss = loss_fn(pred, labels) / (tokens * world * step.grad_accum)
+                del pred  # as torchtitan's forward_backward_step does, before the backward
+                mark("loss")
+                loss.backward()
 
-        # FLOPs on a micro-batch of their own, before the tracked steps: FlopCounterMode's module hooks keep
-        # what activation checkpointing recomputes alive through the backward (2.4x the peak of a real run of
-        # the tiny spec's l member with full checkpointing), so it must not run while memory is measured.
-        counter = flop_counter()
-        with counter:
-            forward_backward(*batches[0])
-        optimizers.zero_grad()
-        marks.clear()
-        with tracker:
-            for _ in range(OPTIMIZER_STEPS):
-                optimizers.zero_grad()
-                for inputs, labels in batches:
-                    forward_backward(inputs, labels)
-                dist_utils.clip_grad_norm_(list(model.parameters()), job.training.max_norm, foreach=True,
-                                           pp_mesh=None, ep_enabled=False)
-                optimizers.step()
-                schedulers.step()
-        for hook in hooks:
-            hook.remove()
-        peak = _category_bytes(tracker.get_tracker_snapshot("peak"))
-        model_keys = _shapes(model.state_dict())
-        optimizer_keys = {k: v for k, v in _shapes(optimizers.state_dict()).items() if k.startswith(STATE_PREFIX)}
+            layers = list(model.layers.values())
+            hooks = [layers[0].register_forward_pre_hook(lambda *_: mark("blocks_in")),
+                     layers[-1].register_forward_hook(lambda *_: mark("blocks_out"))]
+            # FLOPs on a micro-batch of their own, before the tracked steps: FlopCounterMode's module hooks keep
+            # what activation checkpointing recomputes alive through the backward (2.4x the peak of a real run
+            # of the tiny spec's l member with full checkpointing), so it must not run while memory is measured.
+            counter = flop_counter()
+            with counter:
+                forward_backward(*batches[0])
+            optimizers.zero_grad()
+            marks.clear()
+            with tracker:
+                for _ in range(OPTIMIZER_STEPS):
+                    optimizers.zero_grad()
+                    for inputs, labels in batches:
+                        forward_backward(inputs, labels)
+                    with _outside_fake_mode(tracker):
+                        dist_utils.clip_grad_norm_(list(model.parameters()), job.training.max_norm, foreach=True,
+                                                   pp_mesh=None, ep_enabled=False)
+                        optimizers.step()
+                        schedulers.step()
+            for hook in hooks:
+                hook.remove()
+            peak = _category_bytes(tracker.get_tracker_snapshot("peak"))
+            model_keys = _shapes(model.state_dict())
+            optimizer_keys = {k: v for k, v in _shapes(optimizers.state_dict()).items()
+                              if k.startswith(STATE_PREFIX)}
     parts = {part: sum(peak.get(c, 0) for c in categories) for part, categories in PARTS.items()}
     return TrainRehearsal(
         step=step.id, world_size=world, peak=sum(parts.values()), parts=parts,
