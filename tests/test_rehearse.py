@@ -129,3 +129,14 @@ def test_the_flagship_1b_stage_fits_as_planned_at_64_ranks(in_repo: Path) -> Non
                                                              rel=0.001)
     member = FLAGSHIP.member("1B")
     assert stage["flops_per_token_counted"] == member.flops_per_token - 6 * norm_weights(FLAGSHIP, "1B")
+
+
+def test_a_stage_on_one_gpu_rehearses_as_planned_with_autocasts_copies(in_repo: Path) -> None:
+    """specs/gpu_check.yaml trains on one GPU, where torchtitan applies no FSDP2 and computes by autocast: the
+    model's single-rank terms (autocast's bf16 weight copies, each linear's own cast of its input) hold."""
+    plan = loads((REPO / "plans" / "gpu_check.plan.json").read_text())
+    result = rehearse_plan(plan, only=("train-125M",))
+    (stage,) = result.stages
+    assert result.ok and stage.step.devices == 1 and stage.step.precision == "bf16"
+    assert stage.rehearsal.peak == pytest.approx(stage.step.memory.total, rel=0.005)
+    assert "autocast" in text(rehearsal_document(result))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.fsdp2_mem_tracker import FSDPMemTracker
+from torch.distributed._tools.mem_tracker import MemTracker
 from torch.testing._internal.distributed.fake_pg import FakeStore
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -57,17 +58,18 @@ MICRO_BATCHES = 2
 OPTIMIZER_STEPS = 2
 
 PARTS = {
-    # the rehearsal's parts, each the sum of FSDPMemTracker categories (its _FSDPRefType values)
-    "parameters": ("Sharded Param",),
+    # the rehearsal's parts, each the sum of tracker categories: FSDPMemTracker's (_FSDPRefType) for a sharded
+    # stage, MemTracker's (_MemRefType) for a stage on one rank, which torchtitan does not shard
+    "parameters": ("Sharded Param", "Parameter"),
     "buffers": ("Buffer",),
-    "gradients": ("Sharded Grad",),
-    "optimizer": ("OptState",),
+    "gradients": ("Sharded Grad", "Gradient"),
+    "optimizer": ("OptState", "Optstate"),
     "working": ("Unsharded Param", "Unsharded Grad", "All Gather", "Reduce Scatter"),
     "activations": ("Activation",),
     "temporaries": ("Temp",),
-    "inputs": ("Inputs",),
+    "inputs": ("Inputs", "Other"),
 }
-"""Every category FSDPMemTracker has; the parts sum to its total."""
+"""Every category of both trackers; the parts sum to the tracker's total."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -155,8 +157,20 @@ def flop_counter() -> FlopCounterMode:
     })
 
 
+def _tracker(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *, fsdp: bool) -> MemTracker:
+    """FSDPMemTracker for a sharded model; torch's MemTracker where torchtitan applies no FSDP (one rank)."""
+    if fsdp:
+        tracker = FSDPMemTracker(model, optimizer)
+        tracker.track_inputs(tuple(t for batch in batches for t in batch))
+        return tracker
+    plain = MemTracker()
+    plain.track_external(model, optimizer, *(t for batch in batches for t in batch))
+    return plain
+
+
 @contextlib.contextmanager
-def _outside_fake_mode(tracker: FSDPMemTracker) -> Iterator[None]:
+def _outside_fake_mode(tracker: MemTracker) -> Iterator[None]:
     """The optimizer's part of the step, on the fake tensors but outside their mode. Every tensor it touches is a
     DTensor, whose sharding propagation runs the op on global-shape fake tensors: under our mode it would reuse
     it, and the tracker (which counts the ops of the mode it was entered in) would count an optimizer step on
@@ -211,8 +225,8 @@ def rehearse_train(plan: Plan, step: TrainStep) -> TrainRehearsal:
             loss_fn = spec.build_loss_fn(job)
             batches = [(torch.randint(0, args.vocab_size, shape), torch.randint(0, args.vocab_size, shape))
                        for _ in range(micro_batches)]
-            tracker = FSDPMemTracker(model, optimizers.optimizers[0])
-            tracker.track_inputs(tuple(t for batch in batches for t in batch))
+            tracker = _tracker(model, optimizers.optimizers[0], batches, fsdp=dims.fsdp_enabled)
+            amp = dist_utils.maybe_enable_amp(dims, job.training.mixed_precision_param, "cpu")
             marks: dict[str, int] = {}
 
             def mark(name: str) -> None:
@@ -220,8 +234,9 @@ def rehearse_train(plan: Plan, step: TrainStep) -> TrainRehearsal:
                 marks.setdefault(name, snapshot.get("Activation", 0))
 
             def forward_backward(inputs: torch.Tensor, labels: torch.Tensor) -> None:
-                pred = model(inputs)
-                loss = loss_fn(pred, labels) / (tokens * world * step.grad_accum)
+                with amp:  # autocast on one device; FSDP2 casts itself (torchtitan's maybe_enable_amp)
+                    pred = model(inputs)
+                    loss = loss_fn(pred, labels) / (tokens * world * step.grad_accum)
                 del pred  # as torchtitan's forward_backward_step does, before the backward
                 mark("loss")
                 loss.backward()
@@ -241,6 +256,7 @@ def rehearse_train(plan: Plan, step: TrainStep) -> TrainRehearsal:
                 for _ in range(OPTIMIZER_STEPS):
                     optimizers.zero_grad()
                     for inputs, labels in batches:
+                        tracker.reset_mod_stats()  # per-module statistics only (the peak stays): one forward each
                         forward_backward(inputs, labels)
                     with _outside_fake_mode(tracker):
                         dist_utils.clip_grad_norm_(list(model.parameters()), job.training.max_norm, foreach=True,

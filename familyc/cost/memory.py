@@ -16,6 +16,10 @@ Persistent state is sharded over the FSDP degree F (torchtitan shards every para
 Working set: torchtitan does not reshard the last unit (the final norm and the output projection) after
 its forward, so at the peak it is alive unsharded in the compute dtype: c x (vocab x d + d), c = 2 for bf16,
 4 for fp32. (The plan's old term, 2 units x (params + grads) x c, was 4x what is alive.)
+On one rank torchtitan applies no FSDP2 and computes in bf16 by autocast: the parameters stay fp32, autocast
+keeps a bf16 copy of every matmul weight from its forward to its backward (c x the matmul weights is the
+working set), and every linear casts its input itself, so the norms' outputs are saved once per reader (wq,
+wk, wv; w1, w3): 3 c d per token per block more than under FSDP2.
 Activations saved for the backward, per block and per token, with kv = n_kv_heads * head_dim
 (torchtitan/models/llama3/model/model.py; the RMSNorm is torch's, which computes in fp32):
   each of the two RMSNorms: its input in fp32 (4 d: a copy when c = 2, the input itself when c = 4), its
@@ -73,12 +77,19 @@ class MemoryEstimate:
                 + self.temporaries)
 
 
-def activation_bytes_per_token_per_layer(shape: ModelShape, precision: str) -> int:
+def autocast(precision: str, fsdp_degree: int) -> bool:
+    """Whether torchtitan computes in bf16 by autocast: on one rank it applies no FSDP2, whose mixed precision
+    policy does the casting otherwise (torchtitan/distributed/utils.py maybe_enable_amp)."""
+    return fsdp_degree == 1 and COMPUTE_BYTES[precision] == 2
+
+
+def activation_bytes_per_token_per_layer(shape: ModelShape, precision: str, *, autocast: bool = False) -> int:
     c, d = COMPUTE_BYTES[precision], shape.dim
     kv = shape.n_kv_heads * shape.head_dim
     norms = 2 * (8 * d + 4 + c * d)
     attention = c * (2 * d + 2 * kv) + 4 * shape.n_heads
-    return norms + attention + 4 * c * shape.ffn_dim
+    casts = 3 * c * d if autocast else 0  # wq, wk, wv and w1, w3 each cast the norm's output: 5 copies, not 2
+    return norms + attention + 4 * c * shape.ffn_dim + casts
 
 
 def estimate_memory(
@@ -97,7 +108,8 @@ def estimate_memory(
     # ceil: the largest shard decides (FSDP2 pads uneven shards).
     shard = -(-params.total // fsdp_degree)
     tokens = micro_batch * seq_len
-    full_layer = activation_bytes_per_token_per_layer(shape, precision)
+    amp = autocast(precision, fsdp_degree)
+    full_layer = activation_bytes_per_token_per_layer(shape, precision, autocast=amp)
     block_input = c * shape.dim
     layers = shape.n_layers
     if activation_checkpointing == "none":
@@ -109,8 +121,9 @@ def estimate_memory(
         saved = layers * block_input
     else:
         raise ValueError(f"unknown activation checkpointing mode {activation_checkpointing!r}")
-    persistent = {"parameters": 4 * shard, "optimizer": 8 * shard,
-                  "working": c * (shape.vocab_size * shape.dim + shape.dim)}
+    matmul_weights = shape.n_layers * (params.per_layer - 2 * shape.dim) + shape.vocab_size * shape.dim
+    working = c * matmul_weights if amp else c * (shape.vocab_size * shape.dim + shape.dim)
+    persistent = {"parameters": 4 * shard, "optimizer": 8 * shard, "working": working}
     start = MemoryEstimate(
         **persistent,
         gradients=4 * shard if grad_accum > 1 else 0,

@@ -194,7 +194,10 @@ def rehearsal_document(result: PlanRehearsal) -> Document:
         tables=(stages, parts, growths),
         conclusion=tuple(conclusion),
         notes=("not rehearsed: torch.compile (compiled blocks save less than eager), the GPU's own memory (CUDA "
-               "context, allocator rounding and fragmentation, NCCL buffers), the data loader, checkpoint saves",),
+               "context, allocator rounding and fragmentation, NCCL buffers), the data loader, checkpoint saves",
+               *(("a stage on one rank runs without FSDP2, in bf16 by autocast: the rehearsal counts autocast's bf16 "
+                  "weight copies among the activations, the plan as its working set",)
+                 if any(s.step.devices == 1 for s in result.stages) else ())),
     )
 
 
