@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check: train specs/gpu_check.yaml (125M grown into 360M, bf16, FSDP2, torch.compile) on one lent
+# The GPU check: train specs/gpu_check.yaml (125M grown into 360M, bf16, torch.compile) on one lent
 # H100 or H200, then print per stage tokens/s, MFU, predicted against actual time, and the loss before and
-# after growth. Prepared here, run on the device machine from the repository root:
+# after growth, and each stage's peak reserved memory against the plan's. Prepared here, run on the device machine from the repository root:
 #
 #   scripts/fetch_gpu_wheels.sh                 # here, once: the missing wheels into .whl/
 #   device run (carry .whl):  bash scripts/gpu_check.sh
@@ -30,10 +30,18 @@ python3 -m familyc plan specs/gpu_check.yaml -o "$OUT/gpu_check.plan.json" | tee
 python3 -m familyc apply "$OUT/gpu_check.plan.json" --yes --run-dir "$OUT/run" --nproc-per-node 1 2>&1 | tee "$OUT/apply.log"
 python3 -m familyc report "$OUT/run" --format json -o "$OUT/report" --heldout-tokens 65536 > "$OUT/report.json"
 echo "wall: $(( $(date +%s) - start )) s" | tee -a "$OUT/apply.log"
-python3 - "$OUT/report.json" <<'PY'
+python3 - "$OUT/report.json" "$OUT/gpu_check.plan.json" "$OUT/run" <<'PY'
 import json, sys
+from pathlib import Path
 r = json.load(open(sys.argv[1]))
+plan = {s["id"]: s for s in json.load(open(sys.argv[2]))["steps"]}
 print(f"GPU check ({r['accelerator']}):")
+for step_id, s in plan.items():  # the card's peak against the plan's (the rehearsal's: BENCHMARKS.md "Rehearsal")
+    metrics = Path(sys.argv[3]) / "steps" / step_id / "metrics.jsonl"
+    if s["kind"] == "train" and metrics.exists():
+        peaks = [json.loads(line).get("memory_gib") for line in metrics.read_text().splitlines()]
+        peak = max((p for p in peaks if p is not None), default=None)
+        print(f"  {step_id}: peak reserved {peak} GiB on the card, planned {s['memory']['total'] / 2**30:.2f} GiB")
 for s in r["steps"]:
     if s["kind"] == "train":
         mfu = f"{100 * s['mfu']:.1f}%" if s["mfu"] is not None else "n/a"
