@@ -4,10 +4,12 @@ fake tensors, with torchtitan 0.2.2's own parallelization, optimizer, scheduler 
 One process stands for rank 0 of the stage's N ranks: torch's fake process group (`backend="fake"`) answers
 every collective at once with tensors of the right shape, so FSDP2 shards, all-gathers and reduce-scatters
 exactly as it would across N GPUs. Every tensor is a FakeTensor (shape, dtype, device, no storage), so an 8B
-member at 64 ranks costs seconds and no memory. What the step allocates is tracked by torch's
+member at 64 ranks costs half a minute and well under a GB. What the step allocates is tracked by torch's
 FSDPMemTracker (torch.distributed._tools.fsdp2_mem_tracker), which attributes every live storage to a
 category: sharded and unsharded parameters, sharded and unsharded gradients, optimizer state, activations,
-temporaries, the collectives' buffers, the inputs.
+temporaries, the collectives' buffers, the inputs. A stage on one rank, which torchtitan does not shard (and
+runs in bf16 by autocast instead), is tracked by torch's MemTracker, whose categories are the same less
+FSDP2's.
 
 The step is torchtitan's `Trainer.train_step` (torchtitan/train.py), rebuilt from its parts because the
 Trainer itself builds the data loader, loads checkpoints and initialises weights (`init_weights` draws with
