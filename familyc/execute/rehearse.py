@@ -93,7 +93,7 @@ def rehearse_plan(plan: Plan, *, only: Sequence[str] = (), progress: Callable[[s
     started = time.perf_counter()
     trains, expands = selected_steps(plan, only)
     stages: list[StageResult] = []
-    by_member: dict[str, Any] = {}
+    by_member: dict[str, TrainRehearsal] = {}
     for index, train in enumerate(trains, start=1):
         progress(f"[{index}/{len(trains)}] {train.id}: {train.member} at {train.devices} ranks, micro-batch "
                  f"{train.local_batch_size}, {train.precision}, activation checkpointing "
@@ -125,7 +125,7 @@ def _ratio(rehearsed: float, planned: float) -> str:
 def rehearsal_document(result: PlanRehearsal) -> Document:
     plan = result.plan
     c = plan.cluster
-    usable = int(c.memory_bytes * (1 - c.memory_headroom))
+    usable = next(s.memory.capacity for s in plan.train_steps())  # the compiler's: every stage has the same
     stage_rows = []
     for s in result.stages:
         step, r = s.step, s.rehearsal
