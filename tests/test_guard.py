@@ -53,6 +53,7 @@ for i, spec in enumerate(specs):
     run("show", plan_file, "--format", "json")
     run("show", plan_file, "--format", "markdown")
 run("validate", *specs)
+run("validate", "--format", "json", *specs)
 run("diff", plans[0], plans[0])
 run("diff", plans[0], plans[-1])
 run("diff", plans[0], plans[-1], "--format", "markdown")

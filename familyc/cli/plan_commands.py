@@ -14,7 +14,7 @@ import typer
 from familyc import render
 from familyc.cli.app import app, command, err, out, report_error
 from familyc.compiler import compile_document, compile_spec, load_document, read_spec
-from familyc.errors import PlanError, SpecError, UsageError
+from familyc.errors import Diagnostic, PlanError, SpecError, UsageError
 from familyc.files import atomic_write
 from familyc.plan import ir
 from familyc.plan.diff import diff_data, diff_document, diff_plans
@@ -43,26 +43,59 @@ def emit(doc: render.Document, fmt: Format, data: object) -> None:
         typer.echo(render.text(doc, width=int(os.environ.get("COLUMNS", "160"))), nl=False)
 
 
+VALIDATE_SCHEMA_VERSION = 1
+"""The version of `familyc validate --format json`'s object (README, "The PR gate"); a change to its keys bumps it."""
+
+
+class ValidateFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def diagnostic_data(diagnostic: Diagnostic) -> dict[str, object]:
+    """One diagnostic as `validate --format json` prints it: every key always present, `hint` null when none."""
+    return {"code": diagnostic.code, "file": diagnostic.file, "line": diagnostic.line, "column": diagnostic.col,
+            "path": diagnostic.path, "message": diagnostic.message, "hint": diagnostic.hint or None}
+
+
+def _counts(compiled: ir.Plan) -> dict[str, int]:
+    trains = sum(1 for s in compiled.steps if s.kind == "train")
+    return {"members": len(compiled.members), "training_stages": trains, "growth_steps": len(compiled.steps) - trains}
+
+
 @app.command()
 @command
-def validate(specs: list[Path] = typer.Argument(..., help="Spec files to check.", show_default=False)) -> None:
+def validate(
+    specs: list[Path] = typer.Argument(..., help="Spec files to check.", show_default=False),
+    fmt: ValidateFormat = typer.Option(ValidateFormat.text, "--format",
+                                       help="text (FILE:LINE:COL lines) or json (one object on stdout, for CI)."),
+) -> None:
     """Check specs against the schema and every semantic rule; report all problems at once."""
-    failed = 0
+    files: list[dict[str, object]] = []
     for path in specs:
         raw, shown = read_spec(path)
         try:
             doc = load_document(raw, shown)
-            plan = compile_document(doc, ir.SpecRef(path=shown, sha256=hashlib.sha256(raw).hexdigest()))
+            compiled = compile_document(doc, ir.SpecRef(path=shown, sha256=hashlib.sha256(raw).hexdigest()))
         except SpecError as exc:
-            failed += 1
-            report_error(exc)
+            files.append({"file": shown, "valid": False, "summary": exc.message,
+                          "more_checks_pending": exc.more_checks_pending,
+                          "diagnostics": [diagnostic_data(d) for d in exc.diagnostics], "warnings": [],
+                          "members": None, "training_stages": None, "growth_steps": None})
+            if fmt is ValidateFormat.text:
+                report_error(exc)
             continue
-        trains = sum(1 for s in plan.steps if s.kind == "train")
-        counts = ", ".join(_plural(n, noun) for n, noun in ((len(plan.members), "member"),
-                                                            (trains, "training stage"),
-                                                            (len(plan.steps) - trains, "growth step")))
-        out().print(f"{shown}: valid ({counts})", markup=False)
-    if failed:
+        counts = _counts(compiled)
+        nouns = (("members", "member"), ("training_stages", "training stage"), ("growth_steps", "growth step"))
+        summary = f"valid ({', '.join(_plural(counts[key], noun) for key, noun in nouns)})"
+        files.append({"file": shown, "valid": True, "summary": summary, "more_checks_pending": False,
+                      "diagnostics": [], "warnings": list(compiled.warnings), **counts})
+        if fmt is ValidateFormat.text:
+            out().print(f"{shown}: {summary}", markup=False)
+    valid = all(f["valid"] for f in files)
+    if fmt is ValidateFormat.json:
+        typer.echo(json.dumps({"schema_version": VALIDATE_SCHEMA_VERSION, "valid": valid, "files": files}, indent=2))
+    if not valid:
         raise typer.Exit(1)
 
 
