@@ -13,6 +13,7 @@ from pathlib import Path
 from familyc import render
 from familyc.files import atomic_write
 from familyc.report.collect import RunReport
+from familyc.report.verdict import judge
 from familyc.report.view import markdown_with_plots, render_html, report_document
 
 
@@ -32,7 +33,7 @@ def publish(report: RunReport, folder: Path) -> PublishedReport:
     doc = report_document(report, plots=plots)
     published = PublishedReport(document=doc, json=json.dumps(report.to_data(), indent=2) + "\n",
                                 markdown=markdown_with_plots(render.render_markdown(doc), plots),
-                                html=render_html(doc, plots), plots=plots)
+                                html=render_html(report_document(report), plots, judge(report)), plots=plots)
     for name, text in (("report.json", published.json), ("report.md", published.markdown),
                        ("report.html", published.html), ("report.txt", render.text(doc))):
         atomic_write(folder / name, text)

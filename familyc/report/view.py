@@ -1,15 +1,22 @@
-"""A RunReport as a Document (text, Markdown) and as a self-contained HTML page with its plots."""
+"""A RunReport as a Document (text, Markdown) and as a self-contained HTML page with its plots.
+
+The page is for a person: the verdict first (the family, what progressive training saved, its quality against
+independent training; familyc.report.verdict), then the figures, then the Document's facts and tables. A new table
+added to the Document or a new plot given to render_html appears in its section without changes here.
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
 from familyc import units
 from familyc.render import Document, Table
 from familyc.report.collect import RunReport
+from familyc.report.verdict import Verdict, judge
 
 
 def _maybe(value: float | None, fmt: Callable[[float], str]) -> str:
@@ -95,6 +102,7 @@ def report_document(report: RunReport, *, plots: dict[str, Path] | None = None) 
         saving.append(f"held-out evaluation during training (not in the FLOPs above): predicted "
                       f"{units.flops(totals['predicted_eval_flops'])} FLOPs, actual "
                       f"{units.flops(totals['actual_eval_flops'])}")
+    saving += judge(report).quality
     if plots:
         saving.append("plots: " + ", ".join(str(p) for p in plots.values()))
     notes = tuple(f"missing: {m}" for m in report.missing)
@@ -103,33 +111,100 @@ def report_document(report: RunReport, *, plots: dict[str, Path] | None = None) 
                     conclusion=tuple(saving), notes=notes)
 
 
-def render_html(doc: Document, plots: dict[str, Path]) -> str:
-    """One self-contained page: the Document's facts and tables, the plots embedded as data URIs."""
+FIGURE_CAPTIONS = {
+    "loss_vs_flops": "Training loss against cumulative training FLOPs: progressive stages (solid) continue each "
+                     "other, independent members (dashed) start from 0; dots: each member's held-out loss",
+    "heldout_vs_flops": "Held-out loss during training against cumulative training FLOPs, progressive (solid) and "
+                        "independent (dashed)",
+    "kl": "KL divergence between adjacent members on held-out text, both directions",
+    "predicted_vs_actual": "Predicted against actual time per stage",
+}
+"""Captions of the known figures, in the page's order; any other plot follows them, captioned by its name."""
+
+_CSS = (
+    "*{box-sizing:border-box}"
+    "body{margin:0;background:#eef0f3;color:#1b1f24;"
+    "font:15px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif}"
+    "main{max-width:1120px;margin:0 auto;padding:24px 32px 48px;background:#fff;min-height:100vh}"
+    "h1{font-size:28px;line-height:1.2;margin:0 0 4px}"
+    "h2{font-size:20px;border-bottom:1px solid #d0d7de;padding-bottom:4px;margin:32px 0 12px}"
+    ".sub{color:#57606a;font-size:13px;margin:0 0 20px;overflow-wrap:anywhere}"
+    ".headline{border-left:4px solid #3d4b59;background:#f3f5f7;padding:14px 18px;margin:0 0 8px}"
+    ".saving{font-size:19px;font-weight:600;margin:0 0 8px}"
+    ".headline ul{margin:0;padding-left:20px}"
+    "figure{margin:0 0 28px}"
+    "img{display:block;max-width:100%;height:auto;border:1px solid #d0d7de}"
+    "figcaption{color:#57606a;font-size:13px;margin-top:6px}"
+    ".scroll{overflow-x:auto;margin:0 0 20px;max-width:100%}"
+    "table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}"
+    "caption{text-align:left;font-weight:600;padding:4px 0}"
+    "th,td{border:1px solid #d0d7de;padding:4px 8px;white-space:nowrap}"
+    "th{background:#f6f8fa;text-align:left}td.r{text-align:right}"
+    ".facts{font-size:13px;color:#3b434b;overflow-wrap:anywhere;padding-left:20px}"
+    ".warn{color:#8a5a00}"
+)
+
+
+def render_html(doc: Document, plots: dict[str, Path], verdict: Verdict | None = None) -> str:
+    """One self-contained page for a person: the verdict (the family, its saving, its quality against independent
+    training) first, then the figures, then the Document's facts and tables; the plots embedded as data URIs, no
+    external resources, readable from a phone to a wide screen (the tables scroll sideways)."""
     esc = html.escape
-    parts = ["<!doctype html>", "<html><head><meta charset='utf-8'>", f"<title>{esc(doc.title)}</title>",
-             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
-             "td.r{text-align:right}caption{text-align:left;font-weight:bold;padding:4px 0}"
-             ".warn{color:#a60}</style></head><body>", f"<h1>{esc(doc.title)}</h1>", "<ul>"]
-    parts += [f"<li>{esc(f)}</li>" for f in doc.facts]
-    parts.append("</ul>")
+    heading = verdict.family if verdict else doc.title
+    parts = ["<!doctype html>", "<html lang='en'><head><meta charset='utf-8'>",
+             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+             f"<title>{esc(heading)}: familyc report</title>", f"<style>{_CSS}</style></head><body><main>",
+             f"<header><h1>{esc(heading)}</h1>" + (f"<p class='sub'>{esc(doc.title)}</p>" if verdict else "")
+             + "</header>"]
+    if verdict:
+        parts.append("<section class='headline' id='verdict'>")
+        parts.append(f"<p class='saving'>{esc(verdict.saving[:1].upper() + verdict.saving[1:])}.</p>")
+        parts += ["<ul>"] + [f"<li>{esc(line)}</li>" for line in verdict.quality] + ["</ul>"]
+        parts.append("</section>")
+    if plots:
+        parts.append("<section id='figures'><h2>Figures</h2>")
+        for name, path in _figure_order(plots):
+            parts.append(_figure(name, path))
+        parts.append("</section>")
+    parts.append("<section id='tables'><h2>Tables</h2>")
+    shown = set(verdict.quality) if verdict else set()
+    totals = [line for line in doc.conclusion if line not in shown]
+    parts += ["<ul class='facts'>"] + [f"<li>{esc(line)}</li>" for line in (*doc.facts, *totals)] + ["</ul>"]
     for table in doc.tables:
-        parts.append(f"<table><caption>{esc(table.title)}</caption><tr>")
+        parts.append(f"<div class='scroll'><table><caption>{esc(table.title)}</caption><thead><tr>")
         parts += [f"<th>{esc(h)}</th>" for h in table.headers]
-        parts.append("</tr>")
+        parts.append("</tr></thead><tbody>")
         for row in table.rows:
             cells = "".join(f"<td class='r'>{esc(c)}</td>" if i in table.right else f"<td>{esc(c)}</td>"
                             for i, c in enumerate(row))
             parts.append(f"<tr>{cells}</tr>")
-        parts.append("</table>")
-    parts += [f"<p><b>{esc(line)}</b></p>" for line in doc.conclusion]
-    for name, path in plots.items():
-        data = base64.b64encode(path.read_bytes()).decode()
-        parts.append(f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{esc(path.name)}</figcaption></figure>")
-    parts += [f"<p class='warn'>{esc(n)}</p>" for n in doc.notes]
-    parts.append("</body></html>")
+        parts.append("</tbody></table></div>")
+    parts.append("</section>")
+    if doc.notes:
+        parts += ["<section id='warnings'><h2>Warnings</h2>"]
+        parts += [f"<p class='warn'>{esc(n)}</p>" for n in doc.notes]
+        parts.append("</section>")
+    parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _figure_order(plots: dict[str, Path]) -> list[tuple[str, Path]]:
+    known = [(name, plots[name]) for name in FIGURE_CAPTIONS if name in plots]
+    return known + [(name, path) for name, path in plots.items() if name not in FIGURE_CAPTIONS]
+
+
+def _figure(name: str, path: Path) -> str:
+    """A plot as a figure: the PNG inline (with its size, so the page lays out before it decodes), its caption."""
+    esc = html.escape
+    data = path.read_bytes()
+    size = ""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
+        size = f" width='{width}' height='{height}'"
+    caption = FIGURE_CAPTIONS.get(name, name.replace("_", " "))
+    return (f"<figure id='figure-{esc(name)}'><img alt='{esc(caption)}'{size} "
+            f"src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+            f"<figcaption>{esc(caption)} ({esc(path.name)})</figcaption></figure>")
 
 
 def markdown_with_plots(markdown: str, plots: dict[str, Path]) -> str:
