@@ -3,10 +3,15 @@ the plots, function preservation seen in the run, and calibrate -> plan --profil
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,8 @@ pytest.importorskip("matplotlib", reason="the report draws plots")
 from conftest import REPO  # noqa: E402
 
 from familyc.plan.ir import loads  # noqa: E402
+from familyc.report.collect import MemberQuality, PairKL  # noqa: E402
+from familyc.report.verdict import quality_lines, saving_sentence  # noqa: E402
 
 PAIR = "tests/fixtures/specs-apply/pair.yaml"
 TIMEOUT = 600
@@ -121,6 +128,115 @@ def test_every_format_renders_and_the_html_embeds_the_plots(run_dir: Path, tmp_p
     assert "Head start: each grown member's held-out loss during its stage" in text
     assert "held-out evaluation during training (not in the FLOPs above)" in text
     assert (out / "loss_vs_flops.png").read_bytes().startswith(b"\x89PNG")
+
+
+class _Page(HTMLParser):
+    """What a rendered DOM shows: its text (whitespace collapsed), its images' sources, where each part begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: list[str] = []
+        self.images: list[str] = []
+        self.starts: dict[str, int] = {}
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        self._skip += tag in ("style", "script", "title")
+        if tag == "img":
+            self.images.append(found.get("src") or "")
+        for key in (tag, f"#{found.get('id')}"):
+            self.starts.setdefault(key, len(self.chunks))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._skip -= tag in ("style", "script", "title")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.chunks.append(data)
+
+    @property
+    def text(self) -> str:
+        return re.sub(r"\s+", " ", " ".join(self.chunks))
+
+
+def _chromium_binary() -> str:
+    binary = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+    if binary is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install --no-install-recommends chromium; .ci/run "
+                    "installs it where it runs as root with apt and a network)")
+    return binary
+
+
+def _chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on `page` at 1280 px wide; its own profile, so parallel runs do not share one."""
+    command = [_chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--hide-scrollbars", "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+               f"--user-data-dir={profile}", "--window-size=1280,2000", "--virtual-time-budget=5000", *args,
+               page.as_uri()]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "Page load failed" not in proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
+def _png(source: str, folder: Path) -> tuple[int, int]:
+    """The size of the PNG an <img> shows (a data URI, or a file beside the page), after decoding it whole."""
+    from PIL import Image
+
+    prefix = "data:image/png;base64,"
+    data = base64.b64decode(source[len(prefix):], validate=True) if source.startswith(prefix) \
+        else (folder / source).read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n"), source[:60]
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()  # every chunk decoded: a truncated or corrupt image fails here
+        return image.size
+
+
+def test_the_html_report_renders_in_chromium_verdict_first_then_every_figure(run_dir: Path, tmp_path: Path) -> None:
+    """The page as a person sees it at 1280 px: the family, its saving and its quality verdict (from the report's own
+    numbers), then every figure (each a PNG that decodes), then the tables; not an error page, not blank."""
+    from PIL import Image
+
+    _chromium_binary()  # skip before the report is made
+    out = tmp_path / "html"
+    proc = familyc("report", str(run_dir), "--format", "json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    page = out / "report.html"
+    dom = _chromium(page, tmp_path / "profile", "--dump-dom").stdout
+    assert dom.strip() and "main-frame-error" not in dom, dom[:2000]  # an empty page, or Chromium's own error page
+    rendered = _Page()
+    rendered.feed(dom)
+    text = rendered.text
+
+    totals, plan = data["totals"], loads((run_dir / "plan.json").read_text())
+    saving = saving_sentence(planned=totals["savings_planned"], measured=totals["savings_measured"])
+    verdict = quality_lines(
+        [MemberQuality(name=m["name"], heldout_loss=m["heldout_loss"], baseline_heldout_loss=m["baseline_heldout_loss"])
+         for m in data["members"]], params={m.name: m.params for m in plan.members},
+        kl=[PairKL(**k) for k in data["kl"]], kl_independent=[PairKL(**k) for k in data["kl_independent"]])
+    assert text.strip().startswith(f"{data['family']} "), text[:200]  # the page's heading
+    assert saving.lower() in text.lower(), (saving, text[:3000])  # the headline (capitalized there)
+    assert all(line in text for line in verdict), (verdict, text[:3000])
+    assert verdict[0].startswith("held-out quality: the largest member, s ")
+
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert len(rendered.images) == len(plots) >= 4  # every plot written is on the page
+    sizes = [_png(src, out) for src in rendered.images]
+    assert all(w > 0 and h > 0 for w, h in sizes)
+    starts = rendered.starts
+    assert starts["#verdict"] < starts["#figures"] < starts["img"] < starts["#tables"] < starts["table"]
+
+    shot = tmp_path / "page.png"
+    _chromium(page, tmp_path / "profile", f"--screenshot={shot}")
+    with Image.open(shot) as image:
+        pixels = image.convert("RGB")
+    assert pixels.size == (1280, 2000)
+    colours = pixels.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 100  # text and plots, not a blank page
+    # The plots' coloured lines and bars (the page itself is greys only): the figures are on screen.
+    vivid = sum(count for count, (r, g, b) in colours if max(r, g, b) - min(r, g, b) > 80)
+    assert vivid > 2000, vivid
 
 
 def test_calibrate_makes_the_next_plan_predict_the_measured_times(run_dir: Path, tmp_path: Path) -> None:
