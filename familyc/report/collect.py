@@ -20,6 +20,7 @@ from familyc.execute.rundir import RunDir, open_existing
 from familyc.execute.state import RunState
 from familyc.plan.ir import Plan, Step
 from familyc.plan.steps import ExpandStep
+from familyc.report.downstream import Downstream, downstream
 from familyc.report.quality import Evaluator, available_weights
 
 REPORT_SCHEMA_VERSION = 1
@@ -154,6 +155,8 @@ class RunReport:
     """(step, held-out loss) of every stage that evaluated during training (training.eval), by train step id."""
     head_starts: tuple[HeadStart, ...] = ()
     """One per grown stage with a held-out curve."""
+    downstream: Downstream | None = None
+    """familyc eval's results that still match the run's weights (None: it has not run)."""
 
     @property
     def complete(self) -> bool:
@@ -198,6 +201,7 @@ class RunReport:
             "heldout_curves": {k: [list(p) for p in v] for k, v in self.heldout_curves.items()},
             "head_starts": [{**asdict(h), "peak_rise": h.peak_rise} for h in self.head_starts],
             "totals": self.totals(),
+            "downstream": self.downstream.to_data() if self.downstream else None,
         }
 
 
@@ -263,9 +267,24 @@ def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768, p
     heldout_curves = _heldout_curves(plan, run)
     starts = (head_start(heldout_curves.get(s.id, []), step=s.id, growth=s.init_from, batch_tokens=s.batch_tokens)
               for s in plan.train_steps() if s.init_from is not None)
+    evaluated = _downstream(plan, run, state, missing)
     return RunReport(run_dir=str(run_dir), plan=plan, steps=tuple(steps), members=members, growth=growth, kl=kl,
                      kl_independent=kl_ind, heldout=heldout, missing=tuple(missing), curves=_curves(plan, run),
-                     heldout_curves=heldout_curves, head_starts=tuple(h for h in starts if h is not None))
+                     heldout_curves=heldout_curves, head_starts=tuple(h for h in starts if h is not None),
+                     downstream=evaluated)
+
+
+def _downstream(plan: Plan, run: RunDir, state: RunState, missing: list[str]) -> Downstream | None:
+    """familyc eval's results (RUN_DIR/eval/results.json); stale or unreadable ones are listed as missing."""
+    try:
+        found = downstream(plan, run, state)
+    except FamilycError as exc:
+        missing.append(f"downstream evaluation ({exc.message})")
+        return None
+    for label in found.stale if found else ():
+        missing.append(f"downstream results of {label} (its weights changed since familyc eval; run familyc eval "
+                       f"{run.root} again)")
+    return found
 
 
 def _heldout_curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[int, float]]]:

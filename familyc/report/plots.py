@@ -1,4 +1,4 @@
-"""The report's pictures (PNG): loss against compute, predicted against actual, KL of neighbours.
+"""The report's pictures (PNG): loss against compute, predicted against actual, KL of neighbours, downstream tasks.
 
 matplotlib with the non-interactive Agg backend; every figure is written deterministically
 (fixed size, DPI and metadata) so reruns produce the same bytes.
@@ -140,6 +140,31 @@ def kl_pairs(report: RunReport, path: Path) -> Path:
     return _save(fig, path)
 
 
+def downstream_scores(report: RunReport, path: Path) -> Path:
+    """familyc eval's results: one panel per task (its first metric), a bar per member and family, progressive
+    solid and independent hatched, in one colour per member, with lm-eval's standard error."""
+    assert report.downstream is not None
+    rows = report.downstream.rows
+    firsts = {row.task: row.metric for row in reversed(rows)}  # each task's first metric
+    tasks = [task for task in report.downstream.tasks if task in firsts]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(4.0, 3.2 * len(tasks)), 3.8), squeeze=False)
+    colours = {m.name: f"C{i % 10}" for i, m in enumerate(report.plan.members)}
+    for ax, task in zip(axes[0], tasks, strict=True):
+        shown = [r for r in rows if r.task == task and r.metric == firsts[task]]
+        for i, row in enumerate(shown):
+            for offset, result, hatch in ((-0.2, row.progressive, None), (0.2, row.independent, "//")):
+                if result is None:
+                    continue
+                ax.bar([i + offset], [result.value], width=0.4, color=colours[row.member], hatch=hatch,
+                       edgecolor="black", linewidth=0.5, yerr=[result.stderr or 0.0], capsize=3)
+        ax.set_xticks(list(range(len(shown))), [r.member for r in shown])
+        ax.set_title(f"{task} ({firsts[task]})", fontsize=9)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"{report.plan.family.name}: downstream tasks, progressive (solid) vs independent (hatched)",
+                 fontsize=10)
+    return _save(fig, path)
+
+
 def write_plots(report: RunReport, folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = {"loss_vs_flops": loss_vs_flops(report, folder / "loss_vs_flops.png"),
@@ -148,4 +173,6 @@ def write_plots(report: RunReport, folder: Path) -> dict[str, Path]:
         out["heldout_vs_flops"] = heldout_vs_flops(report, folder / "heldout_vs_flops.png")
     if report.kl:
         out["kl"] = kl_pairs(report, folder / "kl_adjacent.png")
+    if report.downstream and report.downstream.rows:
+        out["downstream"] = downstream_scores(report, folder / "downstream.png")
     return out

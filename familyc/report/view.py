@@ -16,6 +16,7 @@ from pathlib import Path
 from familyc import units
 from familyc.render import Document, Table
 from familyc.report.collect import RunReport
+from familyc.report.downstream import downstream_table
 from familyc.report.verdict import Verdict, judge
 
 
@@ -107,7 +108,8 @@ def report_document(report: RunReport, *, plots: dict[str, Path] | None = None) 
         saving.append("plots: " + ", ".join(str(p) for p in plots.values()))
     notes = tuple(f"missing: {m}" for m in report.missing)
     return Document(title=f"report of {report.run_dir} (family {plan.family.name})", facts=tuple(facts),
-                    tables=(steps, members, growth) + ((head,) if head.rows else ()) + (kl,),
+                    tables=(steps, members, growth) + ((head,) if head.rows else ()) + (kl,)
+                    + ((downstream_table(report.downstream),) if report.downstream and report.downstream.rows else ()),
                     conclusion=tuple(saving), notes=notes)
 
 
@@ -118,6 +120,8 @@ FIGURE_CAPTIONS = {
                         "independent (dashed)",
     "kl": "KL divergence between adjacent members on held-out text, both directions",
     "predicted_vs_actual": "Predicted against actual time per stage",
+    "downstream": "Downstream tasks (familyc eval, lm-eval): each member's score, progressive (solid) and "
+                  "independent (hatched), with lm-eval's standard error",
 }
 """Captions of the known figures, in the page's order; any other plot follows them, captioned by its name."""
 
