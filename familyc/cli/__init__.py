@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from familyc.cli import (  # noqa: F401  (commands register themselves)
     apply_command,
+    doctor_command,
     eval_command,
     expand_command,
     export_command,

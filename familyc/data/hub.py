@@ -80,6 +80,22 @@ def resolve_tokenizer(repo: str, revision: str | None, *, offline: bool) -> tupl
     return folder, folder.name
 
 
+def tokenizer_on_hub(repo: str, revision: str | None) -> str:
+    """The commit `revision` of a model repository resolves to on the hub, asking for its metadata only (nothing is
+    downloaded: `familyc doctor`); a gated repository is checked against this machine's token too."""
+    from huggingface_hub import HfApi
+
+    download = f"hf download {repo} {' '.join(TOKENIZER_FILES[:3])}" + (f" --revision {revision}" if revision else "")
+    api = HfApi()
+    try:
+        info: Any = api.repo_info(repo, revision=revision)
+        if getattr(info, "gated", False):
+            api.auth_check(repo)
+    except Exception as exc:  # huggingface_hub's errors, and OSError / HTTP errors under them
+        raise _hub_error("tokenizer", repo, exc, offline=False, download=download) from None
+    return str(info.sha)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class HubDataset:
     repo: str
