@@ -154,6 +154,15 @@ def heldout_losses(run_dir: Path, *, tokens: int = 8192) -> dict[str, float]:
             for m in plan.members}
 
 
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar series of a TensorBoard run folder, read back as TensorBoard reads it: (step, value)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={SCALARS: 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
 def stage_sections(log: Path) -> list[str]:
     """A stage's stdout.log split at each `=== familyc apply` header: one section per attempt."""
     return log.read_text().split("\n=== familyc apply ")[1:]
@@ -336,6 +345,38 @@ def test_the_job_files_parse_with_torchtitan(reference: Applied) -> None:
         assert (config.checkpoint.initial_load_path or None) == expected
 
 
+def test_every_stage_is_one_tensorboard_run_on_the_family_axes(reference: Applied) -> None:
+    """RUN_DIR/tensorboard/<step id>: each series by the stage's step, by the tokens and by the GFLOPs the family
+    has trained (the progressive stages before it in plan order, then its own steps), the values metrics.jsonl's."""
+    assert reference.returncode == 0, reference.output[-4000:]
+    run_dir, plan = reference.run_dir, plan_of(reference.run_dir)
+    steps = train_steps(plan)
+    assert sorted(p.name for p in (run_dir / "tensorboard").iterdir()) == sorted(s.id for s in steps)
+    tokens_before = flops_before = 0
+    for step in steps:
+        folder = run_dir / "tensorboard" / step.id
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1, step.id
+        found = tensorboard_scalars(folder)
+        records = read_records(run_dir / "steps" / step.id / "metrics.jsonl")
+        numbers = range(1, step.num_steps + 1)
+        assert [s for s, _ in found["loss/by_step"]] == list(numbers)
+        assert [v for _, v in found["loss/by_step"]] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+        assert [v for _, v in found["lr/by_step"]] == pytest.approx([r["lr"] for r in records], rel=1e-6)
+        assert [v for _, v in found["grad_norm/by_step"]] == pytest.approx([r["grad_norm"] for r in records],
+                                                                           rel=1e-6)
+        assert len(found["tokens_per_second/by_step"]) == step.num_steps
+        tokens = [s for s, _ in found["loss/by_family_tokens"]]
+        assert tokens == [tokens_before + k * step.batch_tokens for k in numbers]
+        gflops = [s for s, _ in found["loss/by_family_gflops"]]
+        assert gflops == sorted(gflops) and gflops[-1] == (flops_before + step.flops) // 10**9
+        assert [v for _, v in found["loss/by_family_tokens"]] == [v for _, v in found["loss/by_step"]]
+        curve = read_evaluations(run_dir / "steps" / step.id / "metrics.jsonl")
+        assert [(s, pytest.approx(v, rel=1e-6)) for s, v in curve] == found["heldout_loss/by_step"]
+        assert found["heldout_loss/by_family_tokens"][0][0] == tokens_before  # step 0: where the previous ended
+        tokens_before, flops_before = tokens_before + step.tokens, flops_before + step.flops
+    assert tokens_before == sum(s.tokens for s in steps)
+
+
 def test_applying_again_skips_every_step(reference: Applied) -> None:
     assert reference.returncode == 0, reference.output[-4000:]
     before = (reference.run_dir / "state.json").read_bytes()
@@ -464,6 +505,16 @@ def test_a_kill_mid_stage_resumes_from_the_newest_checkpoint(crashed: Crashed) -
     state = finish.state
     assert all(v["status"] == "completed" for k, v in state["steps"].items() if not k.startswith("baseline-"))
     assert state["steps"]["train-l"]["attempts"] == 2
+    # its TensorBoard run: the same folder, an event file from each apply, every step once
+    folder = run_dir / "tensorboard" / "train-l"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2
+    found = tensorboard_scalars(folder)
+    for axis in ("by_step", "by_family_tokens", "by_family_gflops"):
+        xs = [s for s, _ in found[f"loss/{axis}"]]
+        assert len(xs) == 13 and xs == sorted(set(xs)), (axis, xs)  # strictly increasing: no step twice
+    assert [s for s, _ in found["heldout_loss/by_step"]] == list(plan_of(run_dir).step("train-l").eval.steps(13))
+    assert [v for _, v in found["loss/by_step"]] == pytest.approx([next(iter(losses[k])) for k in range(1, 14)],
+                                                                  rel=1e-6)
     metrics = state["steps"]["train-l"]["metrics"]
     planned = plan_of(run_dir).step("train-l")
     assert (metrics["steps"], metrics["tokens"], metrics["flops"]) == (13, planned.tokens, planned.flops)

@@ -43,6 +43,9 @@ def apply(
     offline: bool = typer.Option(False, "--offline",
                                  help="Never use the network: hub tokenizers and datasets come from the Hugging Face "
                                       "cache (as with HF_HUB_OFFLINE=1)."),
+    track: str = typer.Option("tensorboard", "--track", metavar="LIST",
+                              help="Where every stage's metrics go besides metrics.jsonl: tensorboard "
+                                   "(RUN_DIR/tensorboard), wandb, both comma-separated, or none."),
     stage_args: list[str] = typer.Option([], "--stage-arg", hidden=True,
                                          help="Extra torchtitan option for every stage (tests)."),
 ) -> None:
@@ -51,7 +54,9 @@ def apply(
     from familyc.execute.apply import apply_plan, default_run_dir, load_target
     from familyc.execute.executor import ApplyOptions
     from familyc.execute.launcher import Launch
+    from familyc.execute.tracking import parse_track
 
+    trackers = parse_track(track)
     plan, plan_file, warning = load_target(target)
     if warning:
         err().print(f"warning: {warning}", style="yellow", markup=False)
@@ -74,7 +79,8 @@ def apply(
     launch = Launch(nproc_per_node=nproc_per_node or plan.cluster.gpus_per_node, nnodes=nnodes, node_rank=node_rank,
                     rdzv_endpoint=rdzv_endpoint, on_cpu=plan.cluster.accelerator == "cpu")
     options = ApplyOptions(launch=launch, baselines=baselines, only=tuple(only), compile=compile_,
-                           keep_checkpoints=keep_checkpoints, offline=offline, extra_stage_args=tuple(stage_args))
+                           keep_checkpoints=keep_checkpoints, offline=offline, extra_stage_args=tuple(stage_args),
+                           track=trackers)
     result = apply_plan(plan, plan_file=plan_file, root=root, options=options, slurm=launcher is Launcher.slurm,
                         submit=submit, out=console, err=err())
     if result.script is not None:

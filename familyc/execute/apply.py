@@ -24,6 +24,7 @@ from familyc.execute.processes import stale_stage, stop_orphaned_workers
 from familyc.execute.progress import make_progress
 from familyc.execute.rundir import RunDir, check_spec_unchanged, check_usable, open_run_dir
 from familyc.execute.state import RunState
+from familyc.execute.tracking import require as require_trackers
 from familyc.execute.worker import Worker, wait_for_run_dir
 from familyc.plan.ir import Plan, read_plan
 
@@ -65,6 +66,7 @@ def apply_plan(plan: Plan, *, plan_file: Path | None, root: Path, options: Apply
     if options.worker:
         return _work(plan, root, options, plan_file, out)
     # nothing is written for a run that cannot start
+    require_trackers(options.track)
     resolved = check_inputs(plan, plan_file=plan_file, offline=options.offline)
     check_usable(root)
     with run_lock(RunDir(root)):

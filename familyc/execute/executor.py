@@ -39,6 +39,7 @@ from familyc.execute.processes import PID_FILE
 from familyc.execute.progress import Progress, StageProgress
 from familyc.execute.rundir import RunDir, sidecar_kind
 from familyc.execute.state import RunState, StepState, now
+from familyc.execute.tracking import DEFAULT_TRACK, Tracker
 from familyc.files import sha256_file
 from familyc.plan.ir import Plan, Step
 from familyc.plan.steps import ExpandStep, TrainStep
@@ -56,6 +57,8 @@ class ApplyOptions:
     """Keep off the network (hub tokenizers and datasets from the cache only), as HF_HUB_OFFLINE=1 does."""
     extra_stage_args: tuple[str, ...] = field(default_factory=tuple)
     """More torchtitan options for every stage (tests shorten runs with them)."""
+    track: tuple[str, ...] = DEFAULT_TRACK
+    """Where node 0 writes every stage's metrics besides metrics.jsonl (familyc.execute.tracking; (): nowhere)."""
 
     @property
     def worker(self) -> bool:
@@ -91,9 +94,11 @@ def disk_problem(plan: Plan, run: RunDir, step: TrainStep) -> str | None:
     return f"needs about {need / 2**30:.1f} GiB free in {run.root} for its checkpoints, {free / 2**30:.1f} GiB are free"
 
 
-def on_metrics(progress: Progress) -> Callable[[dict[str, Any]], None]:
-    """A stage's metrics lines as progress events."""
+def on_metrics(progress: Progress, on_line: Callable[[], None] | None = None) -> Callable[[dict[str, Any]], None]:
+    """A stage's metrics lines as progress events (and `on_line()` for each look that found new lines)."""
     def record(last: dict[str, Any]) -> None:
+        if on_line is not None:
+            on_line()
         step = last.get("step")
         if not isinstance(step, int) or "kind" in last:  # a held-out evaluation's record
             return
@@ -114,9 +119,9 @@ class _Walker(Protocol):
 
 
 def train_stage(walker: _Walker, step: TrainStep, stage: StageProgress, *, remaining_predicted: float,
-                pid_path: Path | None) -> tuple[int, float]:
+                pid_path: Path | None, on_line: Callable[[], None] | None = None) -> tuple[int, float]:
     """Write the stage's job, run it under torchrun and watch it (node 0 and the other nodes alike):
-    (its exit code, its wall seconds)."""
+    (its exit code, its wall seconds). `on_line` is called as metrics lines arrive (node 0's tracking)."""
     plan, run, options = walker.plan, walker.run, walker.options
     job = jobs.write_job(plan, run, step, walker.data, compile=options.compile)
     walker.progress.stage_started(stage, remaining_predicted=remaining_predicted)
@@ -124,7 +129,7 @@ def train_stage(walker: _Walker, step: TrainStep, stage: StageProgress, *, remai
     argv = torchrun_argv(options.launch, job_toml=job, rdzv_id=f"{plan.plan_id}-{step.id}")
     code = run_stage(argv + list(options.extra_stage_args), jobs.stage_environment(plan, run, step, walker.environment),
                      log=run.step_dir(step.id) / jobs.LOG_FILE, cwd=run.root, pid_path=pid_path,
-                     on_record=on_metrics(walker.progress))
+                     on_record=on_metrics(walker.progress, on_line))
     return code, time.monotonic() - started
 
 
@@ -134,6 +139,7 @@ class Executor:
         self.plan, self.run, self.state = plan, run, state
         self.options, self.progress, self.data = options, progress, data
         self.environment = jobs.run_environment(plan, run, data, options.launch)
+        self.tracker = Tracker(plan, run.root, options.track)
 
     # --- the walk -------------------------------------------------------------------------------
     def apply(self) -> None:
@@ -147,6 +153,8 @@ class Executor:
             else:
                 remaining = sum(s.predicted_seconds for s in steps[index:])
                 self.train(step, index, len(steps), remaining)
+            if isinstance(step, TrainStep):  # adopted or done: what tracking misses of it (a run tracked anew)
+                self.tracker.catch_up(step)
 
     # --- bookkeeping ------------------------------------------------------------------------------
     def verified(self, step_state: StepState) -> list[str]:
@@ -262,14 +270,16 @@ class Executor:
         members.drop_torn_checkpoints(dump)
         self._check_disk(step, stage_dir)
         log = stage_dir / jobs.LOG_FILE
-        self.begin(step, log)
-        start = jobs.data_start(self.plan, self.run, step)
-        if start is not None and not start.is_file():
-            self.progress.line(f"{step.id}: {start} is missing, so this stage starts at the first document instead "
-                               "of where the previous stage stopped")
-        code, wall = train_stage(self, step, StageProgress(index=index, total=total, step_id=step.id,
-                                                           num_steps=step.num_steps),
-                                 remaining_predicted=remaining_predicted, pid_path=stage_dir / PID_FILE)
+        with self.tracker.stage(step) as tracked:  # a W&B run that cannot start stops apply here, before begin
+            self.begin(step, log)
+            start = jobs.data_start(self.plan, self.run, step)
+            if start is not None and not start.is_file():
+                self.progress.line(f"{step.id}: {start} is missing, so this stage starts at the first document "
+                                   "instead of where the previous stage stopped")
+            code, wall = train_stage(self, step, StageProgress(index=index, total=total, step_id=step.id,
+                                                               num_steps=step.num_steps),
+                                     remaining_predicted=remaining_predicted, pid_path=stage_dir / PID_FILE,
+                                     on_line=tracked.sync)
         st = self.state.step(step.id)  # now, so that a crash before the bookkeeping does not lose it
         st.metrics = {**st.metrics, "wall_seconds": round(st.metrics.get("wall_seconds", 0.0) + wall, 3)}
         self.state.save()

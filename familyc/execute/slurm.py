@@ -23,6 +23,7 @@ from familyc.execute.data import DataInputs
 from familyc.execute.executor import ApplyOptions, selected_steps
 from familyc.execute.launcher import DEFAULT_RDZV_PORT
 from familyc.execute.rundir import RunDir
+from familyc.execute.tracking import DEFAULT_TRACK
 from familyc.files import atomic_write
 from familyc.plan.ir import Plan
 from familyc.plan.steps import TrainStep
@@ -41,6 +42,8 @@ def sbatch_script(plan: Plan, run: RunDir, *, plan_file: Path, python: str, opti
     root = run.root.resolve()
     familyc = f"{q(python)} -m familyc"
     apply = f"{familyc} apply {q(str(plan_file.resolve()))} --run-dir {q(str(root))} --yes"
+    if options.track != DEFAULT_TRACK:  # each stage's tracking is written by the `apply --only` after it
+        apply += f" --track {q(','.join(options.track) or 'none')}"
     environment = jobs.run_environment(plan, run, data, launch, threads=SLURM_CPU_THREADS if launch.on_cpu else None)
     lines = [
         "#!/bin/bash",
