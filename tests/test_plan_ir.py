@@ -135,7 +135,7 @@ def test_evaluated_steps(steps: int, interval: int, expected: tuple[int, ...]) -
 def test_a_plan_of_an_unknown_version_is_refused() -> None:
     data = json.loads(TEXT)
     data["schema_version"] = 99
-    with pytest.raises(PlanError, match="plan schema_version 99 is not 6"):
+    with pytest.raises(PlanError, match="plan schema_version 99 is not 7"):
         ir.loads(json.dumps(data))
 
 
@@ -145,7 +145,7 @@ def test_an_old_run_resumes_with_its_version_1_plan_and_a_new_run_needs_the_curr
 
     v1_text = (REPO / "tests" / "fixtures" / "plans" / "tiny.v1.plan.json").read_text()
     v1 = ir.loads(v1_text)
-    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 6"):
+    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 7"):
         open_run_dir(tmp_path / "new", v1)
     old = tmp_path / "old"  # as familyc 0.1 left it
     old.mkdir()

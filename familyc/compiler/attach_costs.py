@@ -7,9 +7,10 @@ Needs: `steps`, `baseline`. Adds: `plan` (its plan_id is set once the last pass 
   step's eval.flops and the totals' *_eval_flops, never in the FLOPs the saving compares; their time is in the
   step's time.
 - Its time is (training + evaluation FLOPs) / (devices x peak x MFU); an expand step's time is the bytes it reads and
-  writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting. With a calibration
-  profile (familyc.cost.calibration) the MFU is the measured one and each training stage adds
-  the measured start-up.
+  writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting.
+- Every training stage adds its start-up (familyc.cost.startup: launch, torch.compile, finish), measured for the
+  accelerator; with a calibration profile (familyc.cost.calibration) the MFU and the start-up are the
+  profile's. An accelerator without either has no start-up in the plan (None), and the plan says so.
 - GPU-hours count every device of the allocation for the step's whole time; dollars are
   GPU-hours x price. Reported values are rounded (seconds to 0.1, GPU-hours to 0.001,
   dollars to 0.01, the saving to 4 digits) so the plan reads well; totals are rounded sums
@@ -29,6 +30,7 @@ from familyc.cost import COST_MODEL_VERSION
 from familyc.cost.accelerators import accelerator
 from familyc.cost.calibration import shape_key
 from familyc.cost.flops import FLOPS_FORMULA, FLOPS_FORMULA_SOURCE, eval_flops, train_flops
+from familyc.cost.startup import startup
 from familyc.cost.time import gpu_hours, io_seconds, train_seconds
 from familyc.plan.ir import (
     SCHEMA_VERSION,
@@ -42,6 +44,7 @@ from familyc.plan.ir import (
     FamilyRef,
     OptimizerPlan,
     Plan,
+    StartupPlan,
     TokenizerPlan,
     Totals,
     TrainingPlan,
@@ -62,11 +65,27 @@ def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float]) -> Tra
     mfu = c.profile.mfu_for(shape_key(member), step.devices) if c.profile else cluster.mfu
     seconds = train_seconds(flops + (evaluation.flops if evaluation else 0), devices=step.devices, peak_flops=peak,
                             mfu=mfu)
-    if c.profile:
-        seconds += c.profile.stage_overhead_seconds
+    start = _startup(c)
+    if start is not None:
+        seconds += start.seconds
     raw[step.id] = seconds
     return replace(step, mfu=mfu, flops_per_step=train_flops(member.flops_per_token, step.batch_tokens), flops=flops,
-                   eval=evaluation, **_allocation(seconds, spec))
+                   eval=evaluation, startup_seconds=None if start is None else round(start.seconds, 1),
+                   **_allocation(seconds, spec))
+
+
+def _startup(c: Compilation) -> StartupPlan | None:
+    """A training stage's start-up: the calibration profile's, else the one measured for the accelerator."""
+    assert c.spec is not None
+    if c.profile is not None:
+        return StartupPlan(launch_seconds=c.profile.launch_seconds, compile_seconds=0.0,
+                           finish_seconds=c.profile.finish_seconds, source=f"calibration profile {c.profile.path}")
+    measured = startup(c.spec.cluster.accelerator)
+    if measured is None:
+        return None
+    return StartupPlan(launch_seconds=measured.launch_seconds,
+                       compile_seconds=measured.compile_seconds if c.spec.training.compile else 0.0,
+                       finish_seconds=measured.finish_seconds, source=measured.source)
 
 
 def _costed_expand(step: ExpandStep, c: Compilation, raw: dict[str, float]) -> ExpandStep:
@@ -89,15 +108,17 @@ def _allocation(seconds: float, spec: FamilySpec) -> _Allocation:
             "cost_usd": round(hours * spec.cluster.price_per_gpu_hour, 2)}
 
 
-def _cluster_plan(spec: FamilySpec) -> ClusterPlan:
-    c = spec.cluster
-    acc = accelerator(c.accelerator)
+def _cluster_plan(c: Compilation) -> ClusterPlan:
+    spec = c.spec
+    assert spec is not None
+    cluster = spec.cluster
+    acc = accelerator(cluster.accelerator)
     precision = spec.training.precision
     return ClusterPlan(
-        accelerator=c.accelerator, accelerator_name=acc.name, devices=c.devices, nodes=c.nodes,
-        gpus_per_node=c.gpus_per_node, precision=precision, peak_flops=acc.peak(precision), mfu=c.mfu,
-        price_per_gpu_hour=c.price_per_gpu_hour, memory_bytes=device_memory(spec),
-        memory_headroom=c.memory_headroom, io_gb_per_s=c.io_gb_per_s,
+        accelerator=cluster.accelerator, accelerator_name=acc.name, devices=cluster.devices, nodes=cluster.nodes,
+        gpus_per_node=cluster.gpus_per_node, precision=precision, peak_flops=acc.peak(precision), mfu=cluster.mfu,
+        price_per_gpu_hour=cluster.price_per_gpu_hour, memory_bytes=device_memory(spec),
+        memory_headroom=cluster.memory_headroom, io_gb_per_s=cluster.io_gb_per_s, startup=_startup(c),
     )
 
 
@@ -144,7 +165,7 @@ def attach_costs(c: Compilation) -> Compilation:
                       shuffle=spec.data.shuffle),
         tokenizer=TokenizerPlan(kind=spec.tokenizer.kind, name=spec.tokenizer.name,
                                 revision=spec.tokenizer.revision),
-        cluster=_cluster_plan(spec),
+        cluster=_cluster_plan(c),
         training=TrainingPlan(
             optimizer=OptimizerPlan(name="AdamW", weight_decay=o.weight_decay, beta1=o.beta1, beta2=o.beta2,
                                     eps=o.eps, max_grad_norm=o.max_grad_norm),

@@ -4,8 +4,10 @@
 for an accelerator and precision it measured, a stage's MFU is the one measured for the same
 member shape and devices when there is one, else the profile's FLOP-weighted mean MFU; and every
 stage's predicted time gains the measured per-stage start-up (process start, imports, compile,
-data loading, the final save: wall time minus time in the training loop). Time stays
-FLOPs / (devices x peak x MFU) + start-up: the same formula, with measured inputs.
+data loading, the final save), split as familyc.cost.startup splits it: before the first step (compile
+included: the run compiled or it did not) and after the last. Time stays FLOPs / (devices x peak x MFU) +
+start-up: the same formula, with measured inputs. A profile written before the split (no `launch_seconds`)
+counts its whole start-up before the first step.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class Profile:
     precision: str
     mfu: float
     stage_overhead_seconds: float
+    """The whole start-up per stage: launch_seconds + finish_seconds."""
+    launch_seconds: float
+    finish_seconds: float
     measured: tuple[Measured, ...]
 
     def mfu_for(self, shape: tuple[int, ...], devices: int) -> float:
@@ -70,13 +75,16 @@ def read_profile(path: Path) -> Profile:
     try:
         measured = tuple(Measured(shape=tuple(int(s[f]) for f in SHAPE_FIELDS), devices=int(s["devices"]),
                                   mfu=float(s["mfu"])) for s in body["stages"] if s.get("mfu"))
+        overhead = float(body["stage_overhead_seconds"])
+        finish = float(body.get("finish_seconds", 0.0))
         profile = Profile(path=path.as_posix(), sha256=hashlib.sha256(raw).hexdigest(),
                           accelerator=str(body["accelerator"]), precision=str(body["precision"]),
-                          mfu=float(body["mfu"]), stage_overhead_seconds=float(body["stage_overhead_seconds"]),
+                          mfu=float(body["mfu"]), stage_overhead_seconds=overhead,
+                          launch_seconds=float(body.get("launch_seconds", overhead - finish)), finish_seconds=finish,
                           measured=measured)
     except (KeyError, TypeError, ValueError) as exc:
         raise FamilycError(f"{path} is malformed: {exc}") from None
-    if not 0 < profile.mfu <= 1 or profile.stage_overhead_seconds < 0:
+    if not 0 < profile.mfu <= 1 or min(profile.launch_seconds, profile.finish_seconds) < 0:
         raise FamilycError(f"{path}: implausible measurements (MFU {profile.mfu}, start-up "
                            f"{profile.stage_overhead_seconds} s)")
     return profile

@@ -36,7 +36,7 @@ from familyc.execute.diagnosis import diagnose
 from familyc.execute.failpoints import armed, midway
 from familyc.execute.launcher import Launch, run_stage, torchrun_argv
 from familyc.execute.processes import PID_FILE
-from familyc.execute.progress import Progress, StageProgress
+from familyc.execute.progress import Progress, StageProgress, timeline
 from familyc.execute.rundir import RunDir, sidecar_kind
 from familyc.execute.state import RunState, StepState, now
 from familyc.execute.tracking import DEFAULT_TRACK, Tracker
@@ -118,14 +118,28 @@ class _Walker(Protocol):
     environment: RunEnvironment
 
 
-def train_stage(walker: _Walker, step: TrainStep, stage: StageProgress, *, remaining_predicted: float,
+def stage_progress(plan: Plan, step: TrainStep, index: int, total: int) -> StageProgress:
+    """What the progress view knows of a stage before it starts: the plan's time for it and its start-up."""
+    start = plan.cluster.startup
+    return StageProgress(index=index, total=total, step_id=step.id, num_steps=step.num_steps,
+                         predicted_seconds=step.predicted_seconds, startup_seconds=step.startup_seconds or 0.0,
+                         finish_seconds=start.finish_seconds if start is not None and step.startup_seconds else 0.0)
+
+
+def remaining_time(steps: list[Step]) -> tuple[float, float]:
+    """The predicted start-up and the rest (training, evaluation, growth) of `steps`."""
+    startup = sum(s.startup_seconds or 0.0 for s in steps if isinstance(s, TrainStep))
+    return startup, sum(s.predicted_seconds for s in steps) - startup
+
+
+def train_stage(walker: _Walker, step: TrainStep, stage: StageProgress, *, remaining: tuple[float, float],
                 pid_path: Path | None, on_line: Callable[[], None] | None = None) -> tuple[int, float]:
     """Write the stage's job, run it under torchrun and watch it (node 0 and the other nodes alike):
     (its exit code, its wall seconds). `on_line` is called as metrics lines arrive (node 0's tracking)."""
     plan, run, options = walker.plan, walker.run, walker.options
     job = jobs.write_job(plan, run, step, walker.data, compile=options.compile)
-    walker.progress.stage_started(stage, remaining_predicted=remaining_predicted)
-    started = time.monotonic()
+    walker.progress.stage_started(stage, remaining_startup=remaining[0], remaining_train=remaining[1])
+    started = stage.started = time.monotonic()
     argv = torchrun_argv(options.launch, job_toml=job, rdzv_id=f"{plan.plan_id}-{step.id}")
     code = run_stage(argv + list(options.extra_stage_args), jobs.stage_environment(plan, run, step, walker.environment),
                      log=run.step_dir(step.id) / jobs.LOG_FILE, cwd=run.root, pid_path=pid_path,
@@ -151,8 +165,7 @@ class Executor:
             elif isinstance(step, ExpandStep):
                 self.expand(step, where)
             else:
-                remaining = sum(s.predicted_seconds for s in steps[index:])
-                self.train(step, index, len(steps), remaining)
+                self.train(step, index, len(steps), remaining_time(steps[index:]))
             if isinstance(step, TrainStep):  # adopted or done: what tracking misses of it (a run tracked anew)
                 self.tracker.catch_up(step)
 
@@ -258,7 +271,7 @@ class Executor:
         return {OPTIMIZER_FOLDER: staged}
 
     # --- train ------------------------------------------------------------------------------------
-    def train(self, step: TrainStep, index: int, total: int, remaining_predicted: float) -> None:
+    def train(self, step: TrainStep, index: int, total: int, remaining: tuple[float, float]) -> None:
         weights = self.run.weights(self.plan, step)
         stage_dir = self.run.step_dir(step.id)
         dump = jobs.dump_folder(self.run, step)
@@ -276,12 +289,12 @@ class Executor:
             if start is not None and not start.is_file():
                 self.progress.line(f"{step.id}: {start} is missing, so this stage starts at the first document "
                                    "instead of where the previous stage stopped")
-            code, wall = train_stage(self, step, StageProgress(index=index, total=total, step_id=step.id,
-                                                               num_steps=step.num_steps),
-                                     remaining_predicted=remaining_predicted, pid_path=stage_dir / PID_FILE,
+            stage = stage_progress(self.plan, step, index, total)
+            code, wall = train_stage(self, step, stage, remaining=remaining, pid_path=stage_dir / PID_FILE,
                                      on_line=tracked.sync)
         st = self.state.step(step.id)  # now, so that a crash before the bookkeeping does not lose it
-        st.metrics = {**st.metrics, "wall_seconds": round(st.metrics.get("wall_seconds", 0.0) + wall, 3)}
+        st.metrics = {**st.metrics, "wall_seconds": round(st.metrics.get("wall_seconds", 0.0) + wall, 3),
+                      **timeline(stage, wall)}
         self.state.save()
         if code != 0 and members.is_complete(final):
             self.progress.line(f"[{index}/{total}] {step.id}: the stage exited with code {code} after its final "
@@ -350,8 +363,15 @@ class Executor:
         if curve := stage_metrics.evaluations(records):
             out.update(heldout_first=curve[0][1], heldout_final=curve[-1][1], evaluations=len(curve),
                        eval_flops=stage_metrics.evaluation_flops(records))
-        wall = self.state.step(step.id).metrics.get("wall_seconds")  # every attempt's, recorded as each ended
+        recorded = self.state.step(step.id).metrics
+        wall = recorded.get("wall_seconds")  # every attempt's, recorded as each ended
         if wall is not None:
             out["wall_seconds"] = wall
+        if "timeline" in recorded:
+            out["timeline"] = recorded["timeline"]
+            startup = stage_metrics.stage_startup(stage_metrics.read_records(metrics_file), recorded["timeline"],
+                                                  num_steps=step.num_steps)
+            if startup is not None:
+                out["startup"] = startup
         out["metrics_file"] = self.run.relative(metrics_file)
         return out

@@ -87,7 +87,7 @@ def _watch(process: subprocess.Popen[bytes], metrics_path: Path, on_record: Call
                 chunk = f.read()
             complete = chunk[: chunk.rfind(b"\n") + 1]
             offset += len(complete)
-            for line in complete.decode("utf-8", errors="replace").splitlines()[-1:]:
+            for line in complete.decode("utf-8", errors="replace").splitlines():  # all: the first step times the launch
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError:

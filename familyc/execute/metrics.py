@@ -106,3 +106,31 @@ def summarize(records: list[dict[str, Any]], *, batch_tokens: int, peak_flops: f
                         tokens_per_second=tokens / seconds if seconds > 0 else 0.0, mfu=mfu,
                         first_loss=losses[0] if losses else None, final_loss=losses[-1] if losses else None,
                         world_size=world)
+
+
+def steady_step_seconds(records: list[dict[str, Any]]) -> float | None:
+    """The median seconds per step of the logged intervals after the first (which holds torch.compile's first
+    step and the warm-up); None with fewer than two logged steps."""
+    values = sorted(float(r["end_to_end_s"]) for r in records[1:]
+                    if isinstance(r.get("end_to_end_s"), int | float) and math.isfinite(r["end_to_end_s"]))
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def stage_startup(records: list[dict[str, Any]], timeline: dict[str, Any] | None, *,
+                  num_steps: int) -> dict[str, float] | None:
+    """The start-up the last attempt of a stage measured, as familyc.cost.startup predicts it: `launch_seconds`
+    from the launch to the first logged step less the steps it logged, at the steady rate (torch.compile
+    included when the stage compiled), and `finish_seconds` from the last logged step to the end less the
+    steps after it. `timeline` is what the executor recorded (familyc.execute.progress.timeline): when the first
+    and last logged steps arrived, polled every half second. None for an attempt that resumed (it logs no
+    first step) or logged too little to have a steady rate."""
+    steady = steady_step_seconds(records)
+    if not timeline or steady is None or timeline.get("first_step") != 1:
+        return None
+    launch = timeline["first_seconds"] - steady * timeline["first_step"]
+    finish = timeline["wall_seconds"] - timeline["last_seconds"] - steady * max(0, num_steps - timeline["last_step"])
+    return {"launch_seconds": round(max(0.0, launch), 3), "finish_seconds": round(max(0.0, finish), 3),
+            "steady_step_seconds": round(steady, 4)}

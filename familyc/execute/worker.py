@@ -18,8 +18,16 @@ from familyc.errors import StepError
 from familyc.execute import jobs, members
 from familyc.execute.data import DataInputs
 from familyc.execute.diagnosis import diagnose
-from familyc.execute.executor import DISK_HINT, ApplyOptions, disk_problem, selected_steps, train_stage
-from familyc.execute.progress import Progress, StageProgress
+from familyc.execute.executor import (
+    DISK_HINT,
+    ApplyOptions,
+    disk_problem,
+    remaining_time,
+    selected_steps,
+    stage_progress,
+    train_stage,
+)
+from familyc.execute.progress import Progress
 from familyc.execute.rundir import RunDir, sidecar_kind
 from familyc.execute.state import RunState
 from familyc.plan.ir import Plan
@@ -37,7 +45,7 @@ class Worker:
         steps = selected_steps(self.plan, self.options)
         for index, step in enumerate(steps, start=1):
             if isinstance(step, TrainStep):
-                self.train(step, index, len(steps), sum(s.predicted_seconds for s in steps[index:]))
+                self.train(step, index, len(steps), remaining_time(steps[index:]))
 
     def status(self, step_id: str) -> str:
         """The step's status in node 0's state, read afresh."""
@@ -62,7 +70,7 @@ class Worker:
                 raise StepError(start.id, "failed on node 0", hint="see node 0's output")
             time.sleep(POLL_SECONDS)
 
-    def train(self, step: TrainStep, index: int, total: int, remaining_predicted: float) -> None:
+    def train(self, step: TrainStep, index: int, total: int, remaining: tuple[float, float]) -> None:
         node = self.options.launch.node_rank
         if self.trained_before(step):
             self.progress.line(f"[{index}/{total}] {step.id}: done, skipped (node {node})")
@@ -72,9 +80,7 @@ class Worker:
         if problem:
             raise StepError(step.id, problem, hint=DISK_HINT)
         log = self.run.step_dir(step.id) / jobs.LOG_FILE
-        code, wall = train_stage(self, step, StageProgress(index=index, total=total, step_id=step.id,
-                                                           num_steps=step.num_steps),
-                                 remaining_predicted=remaining_predicted,
+        code, wall = train_stage(self, step, stage_progress(self.plan, step, index, total), remaining=remaining,
                                  pid_path=None)  # node 0's pid only: another node's means nothing there
         if code != 0 and not members.is_complete(members.final_checkpoint(jobs.dump_folder(self.run, step), step)):
             message, hint = diagnose(log, code)

@@ -32,7 +32,7 @@ from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 from familyc.spec.model import SourceSpec
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
 (every member at the architecture's eps) are still read: `loads` fills it in.
 3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it.
@@ -41,7 +41,9 @@ version 3 every step is a whole stage.
 5: `data.sources` (a weighted mix; a plan of version 4 names one dataset, read as the only source), and the
 tokenizer's `revision`.
 6: a train step's `memory` has `temporaries` (cost model 2, calibrated against `familyc rehearse`); a plan of
-version 5 has none, read as 0."""
+version 5 has none, read as 0.
+7: the cluster's `startup` (a stage's start-up: launch, compile, finish; cost model 3) and each train step's
+`startup_seconds`, in its predicted time; a plan of version 6 has neither (its times are training only)."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -96,6 +98,23 @@ class TokenizerPlan:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class StartupPlan:
+    """The wall time of a training stage besides its steps (familyc.cost.startup)."""
+
+    launch_seconds: float
+    """Before the first step: torchrun, imports, the process group, the model, its weights, the data."""
+    compile_seconds: float
+    """What torch.compile adds to the first step and evaluation (0 when the plan does not compile)."""
+    finish_seconds: float
+    """After the last step: the final save, the processes' exit, promoting the member."""
+    source: str
+
+    @property
+    def seconds(self) -> float:
+        return self.launch_seconds + self.compile_seconds + self.finish_seconds
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ClusterPlan:
     accelerator: AcceleratorKey
     accelerator_name: str
@@ -110,6 +129,9 @@ class ClusterPlan:
     memory_bytes: int
     memory_headroom: float
     io_gb_per_s: float
+    startup: StartupPlan | None = None
+    """A training stage's start-up on this accelerator (familyc.cost.startup, or a calibration profile's); None:
+    not measured for it, so the predicted times are training and evaluation only."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -399,7 +421,7 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
-READABLE_VERSIONS = (1, 2, 3, 4, 5, SCHEMA_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, SCHEMA_VERSION)
 
 
 def _upgraded(data: dict[str, Any]) -> dict[str, Any]:

@@ -110,7 +110,10 @@ class TrainStep:
     flops: int = 0
     """FLOPs of the whole stage: tokens x the member's FLOPs per token."""
     predicted_seconds: float = 0.0
-    """Training and held-out evaluation."""
+    """Training, held-out evaluation and start-up (`startup_seconds`)."""
+    startup_seconds: float | None = None
+    """The stage's start-up (the plan's cluster.startup; None: not measured for the accelerator, or a plan of
+    schema version 6 or older)."""
     gpu_hours: float = 0.0
     cost_usd: float = 0.0
     eval: EvalPlan | None = None

@@ -67,14 +67,31 @@ def _branches(plan: Plan) -> tuple[str, ...]:
             f"(decay-), which continues them: steps stable + decay {each}",)
 
 
+def _startup(plan: Plan) -> str:
+    """The facts line of a training stage's start-up, which every stage's time includes (or why it does not)."""
+    start = plan.cluster.startup
+    if start is None:
+        if plan.schema_version < 7:
+            return "start-up per training stage: not in this plan's times (plan schema version "\
+                   f"{plan.schema_version}: training and evaluation only)"
+        return (f"start-up per training stage: not measured for {plan.cluster.accelerator_name}, so the times are "
+                "training and evaluation only; measure it with `familyc calibrate RUN_DIR -o PROFILE` after a run, "
+                "then `familyc plan SPEC --profile PROFILE`")
+    parts = [f"launch {units.seconds(start.launch_seconds)}"]
+    if start.compile_seconds:
+        parts.append(f"torch.compile {units.seconds(start.compile_seconds)}")
+    parts.append(f"finish {units.seconds(start.finish_seconds)}")
+    return (f"start-up per training stage: {units.seconds(start.seconds)} ({', '.join(parts)}; {start.source}), "
+            "in every training stage's time")
+
+
 def plan_document(plan: Plan) -> Document:
     c = plan.cluster
     t = plan.totals
     if plan.calibration is None:
         mfu = f"assumed MFU {units.percent(c.mfu)}"
     else:
-        mfu = (f"MFU measured by {plan.calibration.path} (mean {units.percent(plan.calibration.mfu)}) plus "
-               f"{units.seconds(plan.calibration.stage_overhead_seconds)} start-up per stage")
+        mfu = f"MFU measured by {plan.calibration.path} (mean {units.percent(plan.calibration.mfu)})"
     facts = (
         f"spec: {plan.spec.path} (sha256 {plan.spec.sha256[:12]})",
         f"cluster: {c.devices} x {c.accelerator_name} "
@@ -92,6 +109,7 @@ def plan_document(plan: Plan) -> Document:
         + (f"; documents shuffled by seed {plan.training.seed}" if plan.data.shuffle else "; documents in file order"),
         f"FLOPs/token = {plan.cost_model.flops_formula} ({plan.cost_model.flops_formula_source}; "
         f"cost model v{plan.cost_model.version})",
+        _startup(plan),
         _evaluation(plan),
         *_branches(plan),
     )
