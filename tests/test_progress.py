@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +81,7 @@ def test_the_trace_has_every_update(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     trace = tmp_path / "trace.jsonl"
     monkeypatch.setenv(TRACE_ENV, str(trace))
     progress = Progress(quiet())
-    s = stage(started=__import__("time").monotonic())
+    s = stage(started=time.monotonic())
     progress.stage_started(s, remaining_startup=0.0, remaining_train=0.0)
     for step in (1, 5, 10):
         progress.stage_progress(step=step, loss=1.0, tokens_per_second=None)

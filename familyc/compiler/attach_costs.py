@@ -53,7 +53,7 @@ from familyc.plan.steps import ExpandStep, TrainStep
 from familyc.spec.model import FamilySpec
 
 
-def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float]) -> TrainStep:
+def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float], start: StartupPlan | None) -> TrainStep:
     spec = c.spec
     assert spec is not None
     cluster = spec.cluster
@@ -65,7 +65,6 @@ def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float]) -> Tra
     mfu = c.profile.mfu_for(shape_key(member), step.devices) if c.profile else cluster.mfu
     seconds = train_seconds(flops + (evaluation.flops if evaluation else 0), devices=step.devices, peak_flops=peak,
                             mfu=mfu)
-    start = _startup(c)
     if start is not None:
         seconds += start.seconds
     raw[step.id] = seconds
@@ -108,17 +107,15 @@ def _allocation(seconds: float, spec: FamilySpec) -> _Allocation:
             "cost_usd": round(hours * spec.cluster.price_per_gpu_hour, 2)}
 
 
-def _cluster_plan(c: Compilation) -> ClusterPlan:
-    spec = c.spec
-    assert spec is not None
-    cluster = spec.cluster
-    acc = accelerator(cluster.accelerator)
+def _cluster_plan(spec: FamilySpec, start: StartupPlan | None) -> ClusterPlan:
+    c = spec.cluster
+    acc = accelerator(c.accelerator)
     precision = spec.training.precision
     return ClusterPlan(
-        accelerator=cluster.accelerator, accelerator_name=acc.name, devices=cluster.devices, nodes=cluster.nodes,
-        gpus_per_node=cluster.gpus_per_node, precision=precision, peak_flops=acc.peak(precision), mfu=cluster.mfu,
-        price_per_gpu_hour=cluster.price_per_gpu_hour, memory_bytes=device_memory(spec),
-        memory_headroom=cluster.memory_headroom, io_gb_per_s=cluster.io_gb_per_s, startup=_startup(c),
+        accelerator=c.accelerator, accelerator_name=acc.name, devices=c.devices, nodes=c.nodes,
+        gpus_per_node=c.gpus_per_node, precision=precision, peak_flops=acc.peak(precision), mfu=c.mfu,
+        price_per_gpu_hour=c.price_per_gpu_hour, memory_bytes=device_memory(spec),
+        memory_headroom=c.memory_headroom, io_gb_per_s=c.io_gb_per_s, startup=start,
     )
 
 
@@ -126,11 +123,12 @@ def attach_costs(c: Compilation) -> Compilation:
     spec = c.spec
     assert spec is not None
     raw: dict[str, float] = {}
-    steps = tuple(_costed_train(s, c, raw) if isinstance(s, TrainStep) else _costed_expand(s, c, raw)
+    start = _startup(c)  # the same for every training stage, and the cluster's
+    steps = tuple(_costed_train(s, c, raw, start) if isinstance(s, TrainStep) else _costed_expand(s, c, raw)
                   for s in c.steps)
     baseline_members = []
     for b in c.baseline:
-        train = _costed_train(b.train, c, raw)
+        train = _costed_train(b.train, c, raw, start)
         baseline_members.append(replace(b, flops=train.flops, train=train))
     price = spec.cluster.price_per_gpu_hour
     devices = spec.cluster.devices
@@ -165,7 +163,7 @@ def attach_costs(c: Compilation) -> Compilation:
                       shuffle=spec.data.shuffle),
         tokenizer=TokenizerPlan(kind=spec.tokenizer.kind, name=spec.tokenizer.name,
                                 revision=spec.tokenizer.revision),
-        cluster=_cluster_plan(c),
+        cluster=_cluster_plan(spec, start),
         training=TrainingPlan(
             optimizer=OptimizerPlan(name="AdamW", weight_decay=o.weight_decay, beta1=o.beta1, beta2=o.beta2,
                                     eps=o.eps, max_grad_norm=o.max_grad_norm),
