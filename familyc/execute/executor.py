@@ -95,7 +95,7 @@ def disk_problem(plan: Plan, run: RunDir, step: TrainStep) -> str | None:
 
 
 def on_metrics(progress: Progress, on_line: Callable[[], None] | None = None) -> Callable[[dict[str, Any]], None]:
-    """A stage's metrics lines as progress events (and `on_line()` for each look that found new lines)."""
+    """A stage's metrics lines as progress events, and `on_line()` as each arrives (it reads only what is new)."""
     def record(last: dict[str, Any]) -> None:
         if on_line is not None:
             on_line()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,9 @@ def summarize(records: list[dict[str, Any]], *, batch_tokens: int, peak_flops: f
 def steady_step_seconds(records: list[dict[str, Any]]) -> float | None:
     """The median seconds per step of the logged intervals after the first (which holds torch.compile's first
     step and the warm-up); None with fewer than two logged steps."""
-    values = sorted(float(r["end_to_end_s"]) for r in records[1:]
-                    if isinstance(r.get("end_to_end_s"), int | float) and math.isfinite(r["end_to_end_s"]))
-    if not values:
-        return None
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    values = [float(r["end_to_end_s"]) for r in records[1:]
+              if isinstance(r.get("end_to_end_s"), int | float) and math.isfinite(r["end_to_end_s"])]
+    return statistics.median(values) if values else None
 
 
 def stage_startup(records: list[dict[str, Any]], timeline: dict[str, Any] | None, *,
