@@ -56,6 +56,7 @@ def test_expand_writes_the_next_members_weights_and_verifies(xs: Path, tmp_path:
     code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "s"), "--verify")
     assert code == 0, output
     assert "expanded xs -> s (none + zero_insert, exact)" in output
+    assert f"writing {tmp_path / 's'}: " in output  # progress (plain lines: not a terminal), before the result
     assert "verify xs -> s: max |delta logit|" in output
     assert verify_sidecar(tmp_path / "s") == []
     sidecar = json.loads((tmp_path / "s" / SIDECAR_FILE).read_text())

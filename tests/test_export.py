@@ -93,6 +93,7 @@ def exports(run: RunDir, tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         code, output = invoke(str(run.root), name, "--hf", str(out / name))
         assert code == 0, output
         assert f"exported {name} of tiny as float32" in output
+        assert "writing safetensors: " in output  # progress (plain lines: not a terminal)
     return {name: out / name for name in MEMBERS}
 
 

@@ -46,10 +46,23 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def report(run_dir: Path) -> dict[str, Any]:
+def reported(run_dir: Path) -> subprocess.CompletedProcess[str]:
     proc = familyc("report", str(run_dir), "--format", "json")
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def report(reported: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    return json.loads(reported.stdout)
+
+
+def test_the_evaluations_show_their_progress_on_stderr_and_json_alone_on_stdout(
+        reported: subprocess.CompletedProcess[str]) -> None:
+    # the pair family, both families trained: the held-out loss of a, b, their twins and the growth's weights,
+    # and one adjacent KL per family
+    assert "held-out evaluation: 7..." in reported.stderr.splitlines()
+    assert json.loads(reported.stdout)["complete"]
 
 
 def test_the_json_report_keeps_its_contract(report: dict[str, Any], run_dir: Path) -> None:

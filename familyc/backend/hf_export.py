@@ -54,6 +54,7 @@ from familyc.checkpoint.reader import SourceCheckpoint
 from familyc.checkpoint.sidecar import EXPORT_SIDECAR, ExportRecord, Sidecar, SourceRecord, write_sidecar
 from familyc.errors import CheckpointError, FamilycError
 from familyc.files import atomic_folder, write_synced
+from familyc.meter import Advance, Start, quiet
 from familyc.plan.ir import Plan
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -121,7 +122,7 @@ def _shards(sizes: Mapping[str, int], max_shard_bytes: int) -> list[list[str]]:
 
 
 def _write_safetensors(path: Path, entries: list[tuple[str, tuple[int, ...]]], dtype: torch.dtype,
-                       produce: Callable[[str], torch.Tensor]) -> str:
+                       produce: Callable[[str], torch.Tensor], advance: Advance) -> str:
     """One safetensors file whose tensors `produce(name)` makes one at a time; returns its sha256.
 
     The format: an 8-byte little-endian header length, a JSON header ({name: dtype, shape,
@@ -148,6 +149,7 @@ def _write_safetensors(path: Path, entries: list[tuple[str, tuple[int, ...]]], d
             data = tensor.view(torch.uint8).numpy().data if tensor.numel() else memoryview(b"")
             f.write(data)
             sha.update(data)
+            advance(tensor.nbytes, name)
             del tensor, data
         f.flush()
         os.fsync(f.fileno())
@@ -155,8 +157,9 @@ def _write_safetensors(path: Path, entries: list[tuple[str, tuple[int, ...]]], d
 
 
 def write_weights(source: SourceCheckpoint, out: Path, *, n_heads: int, n_kv_heads: int, dtype: torch.dtype,
-                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES) -> dict[str, str]:
-    """Every tensor of `source` under its transformers name in `out`; {file name: sha256}."""
+                  max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Start = quiet) -> dict[str, str]:
+    """Every tensor of `source` under its transformers name in `out`; {file name: sha256}; `progress`
+    (familyc.meter) counts the bytes written."""
     if sys.byteorder != "little":  # safetensors is little-endian; tensors are written as they lie in memory
         raise FamilycError("exporting safetensors needs a little-endian machine")
     meta = source.meta()
@@ -164,6 +167,7 @@ def write_weights(source: SourceCheckpoint, out: Path, *, n_heads: int, n_kv_hea
     shapes = {name: meta[key][0] for name, key in names.items()}
     sizes = {name: math.prod(shape) * dtype.itemsize for name, shape in shapes.items()}
     shards = _shards(sizes, max_shard_bytes)
+    advance = progress("writing safetensors", sum(sizes.values()), "bytes")
 
     def produce(name: str) -> torch.Tensor:
         key = names[name]
@@ -173,7 +177,8 @@ def write_weights(source: SourceCheckpoint, out: Path, *, n_heads: int, n_kv_hea
     weight_map: dict[str, str] = {}
     for index, shard in enumerate(shards, start=1):
         file = WEIGHTS_FILE if len(shards) == 1 else f"model-{index:05d}-of-{len(shards):05d}.safetensors"
-        files[file] = _write_safetensors(out / file, [(name, shapes[name]) for name in shard], dtype, produce)
+        files[file] = _write_safetensors(out / file, [(name, shapes[name]) for name in shard], dtype, produce,
+                                         advance)
         weight_map.update(dict.fromkeys(shard, file))
     if len(shards) > 1:
         index_data = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
@@ -330,7 +335,7 @@ class Exported:
 
 def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, tokenizer_dir: Path,
                   facts: CardFacts, dtype: str = "float32", max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                  source: SourceRecord | None = None) -> Exported:
+                  source: SourceRecord | None = None, progress: Start = quiet) -> Exported:
     """Write the member's DCP checkpoint as a Hugging Face Llama folder `out`. Atomic: `out` appears
     complete or not at all; an existing `out` is refused and left untouched."""
     if dtype not in DTYPES:
@@ -346,7 +351,7 @@ def export_member(plan: Plan, member_name: str, checkpoint: Path, out: Path, *, 
             f"{out}: appeared while familyc was exporting into it; left untouched")) as tmp:
         special, files = write_tokenizer(tokenizer_dir, tmp, vocab_size=member.vocab_size, seq_len=member.seq_len)
         files |= write_weights(weights, tmp, n_heads=member.n_heads, n_kv_heads=member.n_kv_heads,
-                               dtype=DTYPES[dtype], max_shard_bytes=max_shard_bytes)
+                               dtype=DTYPES[dtype], max_shard_bytes=max_shard_bytes, progress=progress)
         config = hf_config(plan, member_name, dtype=dtype, bos_id=special.bos_id, eos_id=special.eos_id)
         files["config.json"] = _write_json(tmp / "config.json", config)
         generation = {"bos_token_id": special.bos_id, "eos_token_id": special.eos_id, "pad_token_id": special.eos_id}

@@ -40,6 +40,7 @@ from familyc.checkpoint import DATA_FILE, METADATA_FILE
 from familyc.checkpoint.sidecar import Sidecar, folder_digests, write_sidecar
 from familyc.errors import CheckpointError
 from familyc.files import atomic_folder, write_synced
+from familyc.meter import Advance, no_progress
 
 Getter = Callable[[str], torch.Tensor]
 """Reads a source tensor by key."""
@@ -93,11 +94,12 @@ class _HashingFile:
 
 
 def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TensorRecipe], get: Getter, *,
-                     sidecar: Sidecar | None, include: dict[str, Path] | None = None) -> WrittenCheckpoint:
+                     sidecar: Sidecar | None, include: dict[str, Path] | None = None,
+                     advance: Advance = no_progress) -> WrittenCheckpoint:
     """Write a DCP folder holding `item.compute(get)` for every item, in order, each computed only when
-    it is written and dropped right after. Atomic: `dst` appears complete or not at all, with the folders of
-    `include` ({name inside dst: folder}) moved into it. `sidecar` None: none is written (a folder that is
-    then included in another).
+    it is written and dropped right after (then `advance(its bytes, its key)`). Atomic: `dst` appears complete or
+    not at all, with the folders of `include` ({name inside dst: folder}) moved into it. `sidecar` None: none
+    is written (a folder that is then included in another).
 
     While one tensor is written (and hashed) on a second thread, the next is computed: at most two
     target tensors are alive at once."""
@@ -117,6 +119,7 @@ def write_checkpoint(dst: str | os.PathLike[str], items: Iterable[TensorRecipe],
                 if writing is not None:
                     records.append(writing.result())
                 writing = pool.submit(_save, f, item.key, tensor, dst / DATA_FILE)
+                advance(tensor.nbytes, item.key)
                 del tensor
             if writing is not None:
                 records.append(writing.result())

@@ -29,9 +29,12 @@ def expand(
     from familyc.compiler import compile_spec
     from familyc.execute.grow import Overrides, grow, require_preserved
     from familyc.execute.grow import verify as compare
+    from familyc.meter import meters
 
     plan = compile_spec(spec)
-    grown = grow(plan, source, target, src, dst, Overrides(width=width, depth=depth, seed=seed, noise=noise))
+    with meters(err()) as progress:
+        grown = grow(plan, source, target, src, dst, Overrides(width=width, depth=depth, seed=seed, noise=noise),
+                     progress=progress)
     g = grown.growth
     out().print(f"expanded {source} -> {target} ({g.width} + {g.depth}, {g.exactness}): "
                 f"{units.gib(grown.bytes_written)} in {grown.seconds:.1f}s -> {dst}", markup=False)

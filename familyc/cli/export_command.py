@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from familyc import units
-from familyc.cli.app import app, command, out, require_train_extra
+from familyc.cli.app import app, command, err, out, require_train_extra
 
 
 class Dtype(StrEnum):
@@ -30,8 +30,11 @@ def export(
 ) -> None:
     """Write a trained member as a Hugging Face Llama checkpoint (config, safetensors, tokenizer, model card)."""
     require_train_extra("familyc export")
+    from familyc.meter import meters
     from familyc.report.export import export_run_member
 
-    plan, exported = export_run_member(run_dir, member, hf, baseline=baseline, dtype=dtype.value)
+    with meters(err()) as progress:
+        plan, exported = export_run_member(run_dir, member, hf, baseline=baseline, dtype=dtype.value,
+                                           progress=progress)
     out().print(f"exported {member}{' (baseline)' if baseline else ''} of {plan.family.name} as {dtype.value}: "
                 f"{units.gib(exported.bytes_written)} -> {hf}", markup=False)

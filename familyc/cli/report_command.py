@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from familyc import render
-from familyc.cli.app import app, command, out
+from familyc.cli.app import app, command, err, out
 
 
 class ReportFormat(StrEnum):
@@ -41,10 +41,13 @@ def report(
 ) -> None:
     """Predicted against actual compute per step, held-out loss, KL between members, plots."""
     from familyc.enums import heldout_part
+    from familyc.meter import meters
     from familyc.report.collect import collect
     from familyc.report.publish import publish
 
-    report = collect(run_dir, evaluate=not no_eval, max_tokens=max_tokens, part=heldout_part(part.value))
+    with meters(err()) as progress:
+        report = collect(run_dir, evaluate=not no_eval, max_tokens=max_tokens, part=heldout_part(part.value),
+                         progress=progress)
     published = publish(report, output or run_dir / "report")
     if fmt is ReportFormat.json:
         typer.echo(published.json, nl=False)

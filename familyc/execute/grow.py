@@ -14,6 +14,7 @@ from typing import TypeVar
 from familyc.checkpoint.sidecar import GrowthRecord, Sidecar, SourceRecord
 from familyc.enums import DEPTH_OPERATORS, EXACT, WIDTH_OPERATORS
 from familyc.errors import FamilycError, UsageError
+from familyc.meter import Start, quiet
 from familyc.plan.ir import Plan
 from familyc.spec.schema import did_you_mean
 
@@ -65,8 +66,9 @@ def _choose(value: str | None, allowed: tuple[T, ...], option: str) -> T | None:
     return None
 
 
-def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: Overrides) -> Grown:
-    """Grow `src` (source's checkpoint) into `dst` (target's initial weights)."""
+def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: Overrides,
+         progress: Start = quiet) -> Grown:
+    """Grow `src` (source's checkpoint) into `dst` (target's initial weights); `progress`: familyc.meter's."""
     from familyc.expand.operators import Expansion
     from familyc.expand.stream import expand_checkpoint
 
@@ -92,7 +94,7 @@ def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: 
     sidecar = Sidecar(kind="expansion", member=target, shape=plan.shape(target), plan_id=plan.plan_id,
                       step=step.id if step is not None else None, norm_eps=norm_eps, growth=record,
                       source=SourceRecord(member=source, shape=plan.shape(source), checkpoint=str(src)))
-    written = expand_checkpoint(src, dst, expansion, sidecar=sidecar)
+    written = expand_checkpoint(src, dst, expansion, sidecar=sidecar, progress=progress)
     return Grown(growth=record, bytes_written=written.bytes_written, seconds=written.seconds,
                  norm_eps=norm_eps, planned_norm_eps=plan.member(target).norm_eps)
 

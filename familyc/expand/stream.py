@@ -22,6 +22,7 @@ from familyc.checkpoint.reader import SourceCheckpoint
 from familyc.checkpoint.sidecar import Sidecar
 from familyc.checkpoint.writer import Getter, TensorRecipe, WrittenCheckpoint, write_checkpoint
 from familyc.errors import CheckpointError
+from familyc.meter import Start, quiet
 
 CACHE_BYTES = 512 * 2**20
 """Source tensors kept for later targets (a 4B layer is ~170 MB; embeddings are never kept)."""
@@ -84,10 +85,11 @@ def _cached(targets: list[TensorRecipe], cache: _SourceCache) -> Iterator[Tensor
 
 
 def expand_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], expansion: Recipes, *,
-                      sidecar: Sidecar | None, include: dict[str, Path] | None = None) -> WrittenCheckpoint:
+                      sidecar: Sidecar | None, include: dict[str, Path] | None = None,
+                      progress: Start = quiet) -> WrittenCheckpoint:
     """Grow the checkpoint at `src` into `dst` (`sidecar`, `include`: familyc.checkpoint.writer's). Every
     problem with the source, the destination and the free space is reported at once, before anything is
-    written."""
+    written; then `progress` (familyc.meter) counts the bytes written."""
     dst = Path(dst)
     source = SourceCheckpoint(src)
     found = source.problems(expansion.source_keys())
@@ -102,7 +104,8 @@ def expand_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str], 
     if needed > free:
         raise CheckpointError(f"{dst}: needs {needed / 1e9:.1f} GB, {free / 1e9:.1f} GB free there")
     cache = _SourceCache(source.read, [t.sources for t in targets])
-    written = write_checkpoint(dst, _cached(targets, cache), cache.get, sidecar=sidecar, include=include)
+    written = write_checkpoint(dst, _cached(targets, cache), cache.get, sidecar=sidecar, include=include,
+                               advance=progress(f"writing {dst}", needed, "bytes"))
     return dataclasses.replace(written, bytes_read=cache.bytes_read)
 
 

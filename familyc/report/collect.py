@@ -18,6 +18,7 @@ from familyc.execute.data import heldout_dir, run_tokenizer_dir
 from familyc.execute.jobs import METRICS_FILE
 from familyc.execute.rundir import RunDir, open_existing
 from familyc.execute.state import RunState
+from familyc.meter import Start, quiet
 from familyc.plan.ir import Plan, Step
 from familyc.plan.steps import ExpandStep
 from familyc.report.downstream import Downstream, downstream
@@ -252,9 +253,11 @@ def _curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[float, float]]]:
     return curves
 
 
-def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768, part: HeldoutPart = "all") -> RunReport:
+def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768, part: HeldoutPart = "all",
+            progress: Start = quiet) -> RunReport:
     """The report of a run directory; `evaluate=False` skips the held-out evaluation (no torch needed); `part`:
-    the held-out documents evaluated (familyc.enums.HeldoutPart)."""
+    the held-out documents evaluated (familyc.enums.HeldoutPart); `progress` (familyc.meter) counts the
+    evaluations (a held-out loss or an adjacent pair's KL each; those in the report's cache take no time)."""
     run, plan, state = open_existing(run_dir)
     steps = [_step_row(plan, run, state, s, "progressive") for s in plan.steps]
     baseline_ran = any(state.steps.get(b.train.id) and state.step(b.train.id).status != "pending"
@@ -263,7 +266,7 @@ def collect(run_dir: Path, *, evaluate: bool = True, max_tokens: int = 32_768, p
         steps += [_step_row(plan, run, state, b.train, "independent") for b in plan.baseline.members]
     missing = [f"{s.id} is {s.status}" for s in steps if s.status != COMPLETED]
     members, growth, kl, kl_ind, heldout = _quality(plan, run, state, evaluate=evaluate, max_tokens=max_tokens,
-                                                    part=part, missing=missing)
+                                                    part=part, missing=missing, progress=progress)
     heldout_curves = _heldout_curves(plan, run)
     starts = (head_start(heldout_curves.get(s.id, []), step=s.id, growth=s.init_from, batch_tokens=s.batch_tokens)
               for s in plan.train_steps() if s.init_from is not None)
@@ -294,8 +297,8 @@ def _heldout_curves(plan: Plan, run: RunDir) -> dict[str, list[tuple[int, float]
 
 
 def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_tokens: int, part: HeldoutPart,
-             missing: list[str]) -> tuple[tuple[MemberQuality, ...], tuple[GrowthQuality, ...], tuple[PairKL, ...],
-                                         tuple[PairKL, ...], dict[str, Any]]:
+             missing: list[str], progress: Start) -> tuple[tuple[MemberQuality, ...], tuple[GrowthQuality, ...],
+                                                            tuple[PairKL, ...], tuple[PairKL, ...], dict[str, Any]]:
     weights = available_weights(plan, run, state)
     evaluator = None
     heldout: dict[str, Any] = {}
@@ -303,9 +306,30 @@ def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_to
         evaluator, heldout = _evaluator(plan, run, max_tokens, part, missing)
     if evaluator is None:
         missing.append("held-out evaluation (not run)" if not evaluate else "held-out evaluation (no weights)")
+    names = [m.name for m in plan.members]
+    adjacent = [(small, large, baseline) for baseline in (False, True)
+                for small, large in zip(names, names[1:], strict=False)
+                if all(plan.train_step(n, baseline=baseline).id in weights for n in (small, large))]
+    needed = [plan.train_step(m.name, baseline=baseline).id for baseline in (False, True) for m in plan.members]
+    for expand in plan.expand_steps():
+        needed += [plan.growth_source(expand.source).id, expand.id]
+    evaluated = [step_id for step_id in dict.fromkeys(needed) if step_id in weights]
+    losses: dict[str, float] = {}
+    kls: dict[tuple[str, str, bool], tuple[float, float]] = {}
+    if evaluator is not None:  # every evaluation first, so that progress can count them
+        advance = progress("held-out evaluation", len(evaluated) + len(adjacent), "items")
+        for step_id in evaluated:
+            advance(0, f"loss of {weights[step_id].label}")
+            losses[step_id] = evaluator.loss(weights[step_id])
+            advance(1, "")
+        for small, large, baseline in adjacent:
+            a, b = (weights[plan.train_step(n, baseline=baseline).id] for n in (small, large))
+            advance(0, f"KL {a.label} / {b.label}")
+            kls[small, large, baseline] = evaluator.kl(a, b)
+            advance(1, "")
 
     def loss(step: Step) -> float | None:
-        return evaluator.loss(weights[step.id]) if evaluator and step.id in weights else None
+        return losses.get(step.id)
 
     def member_loss(name: str, *, baseline: bool = False) -> float | None:
         return loss(plan.train_step(name, baseline=baseline))
@@ -320,14 +344,9 @@ def _quality(plan: Plan, run: RunDir, state: RunState, *, evaluate: bool, max_to
                                     first_train_loss=first.metrics.get("first_loss") if first else None))
 
     def pairs(*, baseline: bool) -> tuple[PairKL, ...]:
-        out = []
-        names = [m.name for m in plan.members]
-        for small, large in zip(names, names[1:], strict=False):
-            a, b = (plan.train_step(n, baseline=baseline).id for n in (small, large))
-            if evaluator and a in weights and b in weights:
-                kl_sl, kl_ls = evaluator.kl(weights[a], weights[b])
-                out.append(PairKL(small=small, large=large, kl_small_large=kl_sl, kl_large_small=kl_ls))
-        return tuple(out)
+        return tuple(PairKL(small=small, large=large, kl_small_large=kls[small, large, b][0],
+                            kl_large_small=kls[small, large, b][1])
+                     for small, large, b in adjacent if b == baseline and (small, large, b) in kls)
 
     return members, tuple(growth), pairs(baseline=False), pairs(baseline=True), heldout
 

@@ -18,6 +18,7 @@ from familyc.execute.data import run_tokenizer_dir
 from familyc.execute.grow import check_members
 from familyc.execute.rundir import RunDir, open_existing
 from familyc.execute.state import RunState
+from familyc.meter import Start, quiet
 from familyc.plan.ir import Plan
 from familyc.plan.steps import TrainStep
 from familyc.report.quality import cached_heldout_loss
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported only when an export runs
 
 
 def export_run_member(run_dir: Path, member: str, out: Path, *, baseline: bool = False,
-                      dtype: str = "float32") -> tuple[Plan, Exported]:
+                      dtype: str = "float32", progress: Start = quiet) -> tuple[Plan, Exported]:
     """Export `member` (its progressive weights, or with `baseline` its from-scratch twin's) of the run into `out`."""
     from familyc.backend.hf_export import export_member
 
@@ -53,7 +54,8 @@ def export_run_member(run_dir: Path, member: str, out: Path, *, baseline: bool =
     source = SourceRecord(member=member, shape=plan.shape(member), checkpoint=run.relative(weights),
                           run_dir=str(run.root.resolve()), tokenizer=str(tokenizer_dir))
     exported = export_member(plan, member, weights, out, tokenizer_dir=tokenizer_dir,
-                             facts=card_facts(plan, run, state, step), dtype=dtype, source=source)
+                             facts=card_facts(plan, run, state, step), dtype=dtype, source=source,
+                             progress=progress)
     return plan, exported
 
 
