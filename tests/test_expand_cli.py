@@ -123,3 +123,41 @@ def test_usage_errors_exit_2(xs: Path, tmp_path: Path) -> None:
     assert code == 2 and "does not grow m from xs (it grows it from s)" in output
     code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "d"), "--width", "wide")
     assert code == 2 and "--width 'wide'" in output
+    code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "d"), "--optimizer", "keep")
+    assert code == 2 and "--optimizer 'keep' is not one of fresh, carry" in output
+
+
+def test_carry_grows_the_sources_adam_moments_into_the_outputs_optimizer_folder(xs: Path, tmp_path: Path) -> None:
+    """--optimizer carry: the moments a carrying stage saved beside its weights go through the growth's maps (the
+    recipes apply uses), into dst/optimizer; nothing is left beside dst. Without them: refused, nothing written."""
+    from familyc.backend.moments import moment_key
+    from familyc.checkpoint import OPTIMIZER_FOLDER
+    from familyc.expand.moments import MomentRecipes
+
+    generator = torch.Generator().manual_seed(4)
+    moments: dict[str, torch.Tensor] = {}
+    for fqn, dims in model_keys(PLAN.shape("xs")).items():
+        moments[moment_key(fqn, "exp_avg")] = torch.randn(dims, generator=generator)
+        moments[moment_key(fqn, "exp_avg_sq")] = torch.rand(dims, generator=generator)
+        moments[moment_key(fqn, "step")] = torch.tensor(42.0)
+    source = tmp_path / "xs-carry"
+    save(load_state_dict(xs), source)
+    items = [TensorRecipe(key=k, shape=tuple(v.shape), sources=(k,), compute=lambda get, k=k: get(k))
+             for k, v in moments.items()]
+    write_checkpoint(source / OPTIMIZER_FOLDER, items, moments.__getitem__, sidecar=None)
+
+    code, output = invoke("xs", "s", "--src", str(source), "--dst", str(tmp_path / "s"), "--optimizer", "carry")
+    assert code == 0, output
+    assert "expanded xs -> s (none + zero_insert, exact, optimizer moments carried)" in output
+    grown = load_state_dict(tmp_path / "s" / OPTIMIZER_FOLDER)
+    recipes = MomentRecipes(PLAN.shape("xs"), PLAN.shape("s"), width="none", depth="zero_insert", seed=0)
+    expected = {t.key: t.compute(moments.__getitem__) for t in recipes.targets(torch.float32)}
+    assert set(grown) == set(expected)
+    for key, value in expected.items():
+        torch.testing.assert_close(grown[key], value, msg=key)
+    assert verify_sidecar(tmp_path / "s") == []  # the moments are among the files the sidecar hashes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "xs-carry"]
+
+    code, output = invoke("xs", "s", "--src", str(xs), "--dst", str(tmp_path / "none"), "--optimizer", "carry")
+    assert code == 1 and f"{xs / OPTIMIZER_FOLDER}: missing" in output and "--optimizer fresh" in output
+    assert not (tmp_path / "none").exists()

@@ -23,8 +23,11 @@ def expand(
     depth: str | None = typer.Option(None, "--depth", help="Override the spec's depth operator."),
     seed: int | None = typer.Option(None, "--seed", help="Override the spec's seed."),
     noise: float | None = typer.Option(None, "--noise", help="Override the spec's symmetry-breaking noise."),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="fresh: the weights alone; carry: also grow the "
+                                         "AdamW moments in FROM's optimizer folder (default: the spec's policy)."),
 ) -> None:
-    """Grow FROM's checkpoint into TO's initial weights with the spec's growth operators."""
+    """Grow FROM's checkpoint into TO's initial weights with the spec's growth operators (and, with the carry
+    policy, FROM's optimizer moments)."""
     require_train_extra("familyc expand")
     from familyc.compiler import compile_spec
     from familyc.execute.grow import Overrides, grow, require_preserved
@@ -33,10 +36,12 @@ def expand(
 
     plan = compile_spec(spec)
     with meters(err()) as progress:
-        grown = grow(plan, source, target, src, dst, Overrides(width=width, depth=depth, seed=seed, noise=noise),
+        grown = grow(plan, source, target, src, dst, Overrides(width=width, depth=depth, seed=seed, noise=noise,
+                                                                   optimizer=optimizer),
                      progress=progress)
     g = grown.growth
-    out().print(f"expanded {source} -> {target} ({g.width} + {g.depth}, {g.exactness}): "
+    moments = ", optimizer moments carried" if grown.optimizer == "carry" else ""
+    out().print(f"expanded {source} -> {target} ({g.width} + {g.depth}, {g.exactness}{moments}): "
                 f"{units.gib(grown.bytes_written)} in {grown.seconds:.1f}s -> {dst}", markup=False)
     if grown.norm_eps != grown.planned_norm_eps:
         err().print(f"note: these weights compute {source}'s function with norm eps {grown.norm_eps:.6g}; the plan's "

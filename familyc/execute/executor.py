@@ -258,17 +258,11 @@ class Executor:
         self.progress.line(f"{where}: wrote {written.bytes_written / 2**20:.1f} MiB in {written.seconds:.1f}s")
 
     def _grow_moments(self, step: ExpandStep, carried: Path, target: Path) -> dict[str, Path]:
-        """The source's final AdamW moments through the growth's maps, into a folder beside `target` that the
-        weights' write then moves inside it (what a growth killed before it finished left there is redone)."""
-        from familyc.expand.moments import MomentRecipes
-        from familyc.expand.stream import expand_checkpoint
+        """The source's final AdamW moments through the growth's maps (familyc.execute.grow.grow_moments)."""
+        from familyc.execute.grow import grow_moments
 
-        staged = target.with_name(f".{target.name}.moments")
-        shutil.rmtree(staged, ignore_errors=True)
-        expand_checkpoint(carried, staged, MomentRecipes(self.plan.shape(step.source), self.plan.shape(step.member),
-                                                         width=step.width, depth=step.depth, seed=step.seed),
-                          sidecar=None)
-        return {OPTIMIZER_FOLDER: staged}
+        return grow_moments(self.plan, step.source, step.member, carried, target, width=step.width,
+                            depth=step.depth, seed=step.seed)
 
     # --- train ------------------------------------------------------------------------------------
     def train(self, step: TrainStep, index: int, total: int, remaining: tuple[float, float]) -> None:

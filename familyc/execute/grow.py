@@ -1,19 +1,23 @@
 """`familyc expand`: grow one member's checkpoint into the next member's initial weights, outside a run.
 
-The growth step is the spec's (its operators, seed and noise), or operators given on the command line;
+The growth step is the spec's (its operators, seed, noise and optimizer policy), or what the command line gives;
 the output is the same streamed expansion `familyc apply` writes (familyc.expand.stream), with a sidecar
-that also records the spec and the source folder. `verify` then runs both models on the same tokens.
+that also records the spec and the source folder. With the `carry` policy, the source's AdamW moments (the
+`optimizer` folder a stage that carries its optimizer saves beside its weights) are grown through the same maps
+into the output's `optimizer` folder, as apply grows them. `verify` then runs both models on the same tokens.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from familyc.checkpoint import METADATA_FILE, OPTIMIZER_FOLDER
 from familyc.checkpoint.sidecar import GrowthRecord, Sidecar, SourceRecord
-from familyc.enums import DEPTH_OPERATORS, EXACT, WIDTH_OPERATORS
-from familyc.errors import FamilycError, UsageError
+from familyc.enums import DEPTH_OPERATORS, EXACT, OPTIMIZERS_AFTER_GROWTH, WIDTH_OPERATORS, OptimizerAfterGrowth
+from familyc.errors import CheckpointError, FamilycError, UsageError
 from familyc.meter import Start, quiet
 from familyc.plan.ir import Plan
 from familyc.spec.schema import did_you_mean
@@ -32,11 +36,14 @@ class Overrides:
     depth: str | None = None
     seed: int | None = None
     noise: float | None = None
+    optimizer: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Grown:
     growth: GrowthRecord
+    optimizer: OptimizerAfterGrowth
+    """fresh: the weights alone; carry: the source's moments grown too, in the output's `optimizer` folder."""
     bytes_written: int
     seconds: float
     norm_eps: float
@@ -75,12 +82,14 @@ def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: 
     check_members(plan, source, target)
     width = _choose(overrides.width, WIDTH_OPERATORS, "--width")
     depth = _choose(overrides.depth, DEPTH_OPERATORS, "--depth")
+    optimizer = _choose(overrides.optimizer, OPTIMIZERS_AFTER_GROWTH, "--optimizer")
     step = next((s for s in plan.expand_steps() if s.source == source and s.member == target), None)
     seed, noise = overrides.seed, overrides.noise
     if step is not None:
         width, depth = width or step.width, depth or step.depth
         seed = step.seed if seed is None else seed
         noise = step.noise if noise is None else noise
+        optimizer = optimizer or step.optimizer_state
     if width is None or depth is None:
         grown_from = plan.growth_into(target)
         raise UsageError(f"the spec does not grow {target} from {source}"
@@ -94,9 +103,40 @@ def grow(plan: Plan, source: str, target: str, src: Path, dst: Path, overrides: 
     sidecar = Sidecar(kind="expansion", member=target, shape=plan.shape(target), plan_id=plan.plan_id,
                       step=step.id if step is not None else None, norm_eps=norm_eps, growth=record,
                       source=SourceRecord(member=source, shape=plan.shape(source), checkpoint=str(src)))
-    written = expand_checkpoint(src, dst, expansion, sidecar=sidecar, progress=progress)
-    return Grown(growth=record, bytes_written=written.bytes_written, seconds=written.seconds,
-                 norm_eps=norm_eps, planned_norm_eps=plan.member(target).norm_eps)
+    include = None
+    if optimizer == "carry":
+        carried = src / OPTIMIZER_FOLDER
+        if not (carried / METADATA_FILE).is_file():
+            raise CheckpointError(f"{carried}: missing, so {source}'s optimizer moments cannot be carried into "
+                                  f"{target}", hint="it is saved by a stage whose plan carries the optimizer "
+                                  "(optimizer: carry on its growth step); pass --optimizer fresh to grow the "
+                                  "weights alone")
+        if dst.exists() or dst.is_symlink():  # before the moments are written: the weights' write refuses it too
+            raise CheckpointError(f"{dst}: already exists; familyc never overwrites a checkpoint")
+        include = grow_moments(plan, source, target, carried, dst, width=width, depth=depth, seed=seed or 0,
+                               progress=progress)
+    try:
+        written = expand_checkpoint(src, dst, expansion, sidecar=sidecar, include=include, progress=progress)
+    finally:  # the moments were moved into dst, or dst was not written: either way nothing is left beside it
+        for folder in (include or {}).values():
+            shutil.rmtree(folder, ignore_errors=True)
+    return Grown(growth=record, optimizer=optimizer or "fresh", bytes_written=written.bytes_written,
+                 seconds=written.seconds, norm_eps=norm_eps, planned_norm_eps=plan.member(target).norm_eps)
+
+
+def grow_moments(plan: Plan, source: str, target: str, carried: Path, dst: Path, *, width: str, depth: str,
+                 seed: int, progress: Start = quiet) -> dict[str, Path]:
+    """`source`'s AdamW moments (the DCP folder `carried`) through the growth's maps, into a folder beside `dst`
+    that the weights' write then moves inside it (familyc.checkpoint.writer's `include`); what an earlier
+    attempt left there is redone."""
+    from familyc.expand.moments import MomentRecipes
+    from familyc.expand.stream import expand_checkpoint
+
+    staged = dst.with_name(f".{dst.name}.moments")
+    shutil.rmtree(staged, ignore_errors=True)
+    expand_checkpoint(carried, staged, MomentRecipes(plan.shape(source), plan.shape(target), width=width, depth=depth,
+                                                     seed=seed), sidecar=None, progress=progress)
+    return {OPTIMIZER_FOLDER: staged}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
