@@ -111,8 +111,8 @@ def repo(template: Path, tmp_path: Path) -> Iterator[Path]:
 def change_tiny_mfu(repo: Path) -> None:
     spec = repo / "specs" / "tiny.yaml"
     text = spec.read_text(encoding="utf-8")
-    assert "mfu: 0.3" in text
-    spec.write_text(text.replace("mfu: 0.3", "mfu: 0.25"), encoding="utf-8")
+    assert "mfu: 0.78" in text
+    spec.write_text(text.replace("mfu: 0.78", "mfu: 0.25"), encoding="utf-8")
 
 
 def test_a_clean_tree_passes_and_says_nothing_changed(repo: Path) -> None:
@@ -133,7 +133,7 @@ def test_a_changed_spec_fails_until_its_plan_is_regenerated(repo: Path) -> None:
     comment = (repo / "comment.md").read_text(encoding="utf-8")
     assert "**The gate fails: 1 checked-in plan(s)" in comment
     assert f"`{REGENERATE}`" in comment
-    assert "- cluster.mfu: 0.3 -> 0.25" in comment, "the diff against what the spec compiles to now"
+    assert "- cluster.mfu: 0.78 -> 0.25" in comment, "the diff against what the spec compiles to now"
 
     familyc(repo, "plan", "specs/tiny.yaml", "-o", "plans/tiny.plan.json")
     fresh = gate(repo, "--base", "main", "--comment", "comment.md")
@@ -144,7 +144,7 @@ def test_a_changed_spec_fails_until_its_plan_is_regenerated(repo: Path) -> None:
     assert "The gate fails" not in comment
     body = comment.split("**`specs/tiny.yaml`**\n\n", 1)[1]
     assert body.startswith("### plan "), "familyc diff --format markdown's own heading"
-    assert "- cluster.mfu: 0.3 -> 0.25" in body and "**Totals**" in body
+    assert "- cluster.mfu: 0.78 -> 0.25" in body and "**Totals**" in body
     assert "specs/single.yaml" not in comment, "an unchanged plan is not in the comment"
 
 

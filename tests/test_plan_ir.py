@@ -111,6 +111,16 @@ def test_a_version_2_plan_is_still_read_and_evaluates_nothing_during_training() 
     assert old.totals.progressive_eval_flops == 0
 
 
+def test_a_version_7_plan_is_still_read_with_no_fixed_cost_per_step() -> None:
+    """Plans of schema 7 (cost model 3: a start-up, no fixed cost per step or evaluation) load as they were made."""
+    v7 = (REPO / "tests" / "fixtures" / "plans" / "tiny.v7.plan.json").read_text()
+    old = ir.loads(v7, source="tiny.v7.plan.json")
+    assert old.schema_version == 7 and old.plan_id == json.loads(v7)["plan_id"]
+    start = old.cluster.startup
+    assert start is not None and start.step_seconds == start.eval_seconds == 0.0
+    assert start.fixed_seconds(steps=100, evaluations=10) == start.seconds
+
+
 def test_every_stage_evaluates_at_step_0_every_interval_and_its_last_step() -> None:
     """tiny.yaml: 4,096 held-out tokens (16 sequences of 256, 8 per device), auto interval (5% of the stage); the
     evaluations' FLOPs are a third of training's per token, counted apart."""
@@ -135,7 +145,7 @@ def test_evaluated_steps(steps: int, interval: int, expected: tuple[int, ...]) -
 def test_a_plan_of_an_unknown_version_is_refused() -> None:
     data = json.loads(TEXT)
     data["schema_version"] = 99
-    with pytest.raises(PlanError, match="plan schema_version 99 is not 7"):
+    with pytest.raises(PlanError, match="plan schema_version 99 is not 8"):
         ir.loads(json.dumps(data))
 
 
@@ -145,7 +155,7 @@ def test_an_old_run_resumes_with_its_version_1_plan_and_a_new_run_needs_the_curr
 
     v1_text = (REPO / "tests" / "fixtures" / "plans" / "tiny.v1.plan.json").read_text()
     v1 = ir.loads(v1_text)
-    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 7"):
+    with pytest.raises(PlanError, match="is of schema version 1; a new run starts from a plan of version 8"):
         open_run_dir(tmp_path / "new", v1)
     old = tmp_path / "old"  # as familyc 0.1 left it
     old.mkdir()

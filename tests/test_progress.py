@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from familyc.compiler import compile_spec
+from familyc.cost.accelerators import accelerator
 from familyc.cost.startup import startup
 from familyc.execute.metrics import stage_startup, steady_step_seconds
 from familyc.execute.progress import TRACE_ENV, Progress, StageProgress, timeline
@@ -109,9 +110,17 @@ def test_a_cpu_plan_includes_the_measured_start_up_and_a_gpu_plan_says_it_has_no
     measured = startup("cpu")
     assert measured is not None and tiny.cluster.startup is not None
     assert tiny.cluster.startup.seconds == pytest.approx(measured.seconds(compile=True))
+    assert (tiny.cluster.startup.step_seconds, tiny.cluster.startup.eval_seconds) == (measured.step_seconds,
+                                                                                      measured.eval_seconds)
+    assert measured.step_seconds > 0 and measured.eval_seconds > 0
+    peak = accelerator("cpu").peak("fp32")
     for step in tiny.train_steps():
         assert step.startup_seconds == pytest.approx(measured.seconds(compile=True), abs=0.05)
-        assert step.predicted_seconds > step.startup_seconds
+        assert step.eval is not None
+        # the stage's time: start-up + every step's and evaluation's fixed cost + all FLOPs at the assumed MFU
+        flops = (step.flops + step.eval.flops) / (step.devices * peak * step.mfu)
+        fixed = step.num_steps * measured.step_seconds + step.eval.evaluations * measured.eval_seconds
+        assert step.predicted_seconds == pytest.approx(measured.seconds(compile=True) + fixed + flops, abs=0.05)
     flagship = compile_spec(Path("specs/llama_1b_8b.yaml"))
     assert flagship.cluster.startup is None
     assert all(s.startup_seconds is None for s in flagship.train_steps())

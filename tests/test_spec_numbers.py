@@ -75,7 +75,7 @@ CASES = {
     "tiny.yaml": [
         COPYING,
         ("noise: 0.05", "noise: 5e-2"),                      # number (growth step)
-        ("mfu: 0.3", "mfu: 3e-1"),                           # number (cluster)
+        ("mfu: 0.78", "mfu: 7.8e-1"),                           # number (cluster)
         ("min_lr_factor: 0.1", "min_lr_factor: 1e-1"),       # number (schedule)
         ("warmup_fraction: 0.1", "warmup_fraction: 1E-1"),
         ("seq_len: 256", "seq_len: 2.56e2"),                 # integer
@@ -221,7 +221,7 @@ def test_bad_numeric_text_keeps_its_messages(tmp_path: Path, monkeypatch: pytest
         "spec.yaml:29:19: $.budget.largest_tokens: largest_tokens '1e40' is absurdly large (more than 1e30)\n"), out
     out = validate(respelled(tiny, [COPYING, ("noise: 0.05", "noise: -5e-2")]), tmp_path, monkeypatch)
     assert out.startswith("spec.yaml:24:64: $.growth[1].noise: -0.05 is less than the minimum 0\n"), out
-    out = validate(respelled(tiny, [COPYING, ("noise: 0.05", "noise: 5e-2"), ("mfu: 0.3", "mfu: 3e-1")]), tmp_path,
+    out = validate(respelled(tiny, [COPYING, ("noise: 0.05", "noise: 5e-2"), ("mfu: 0.78", "mfu: 7.8e-1")]), tmp_path,
                    monkeypatch)
     assert out == "spec.yaml: valid (4 members, 4 training stages, 3 growth steps)\nexit 0\n", out
 

@@ -6,11 +6,13 @@ Needs: `steps`, `baseline`. Adds: `plan` (its plan_id is set once the last pass 
 - Its held-out evaluations (forward only, a third of the training FLOPs per token) are counted apart, in the
   step's eval.flops and the totals' *_eval_flops, never in the FLOPs the saving compares; their time is in the
   step's time.
-- Its time is (training + evaluation FLOPs) / (devices x peak x MFU); an expand step's time is the bytes it reads and
-  writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting.
-- Every training stage adds its start-up (familyc.cost.startup: launch, torch.compile, finish), measured for the
-  accelerator; with a calibration profile (familyc.cost.calibration) the MFU and the start-up are the
-  profile's. An accelerator without either has no start-up in the plan (None), and the plan says so.
+- Its time is (training + evaluation FLOPs) / (devices x peak x MFU) plus the fixed costs below; an expand
+  step's time is the bytes it reads and writes over cluster.io_gb_per_s, and it performs no FLOPs worth counting.
+- Every training stage adds its fixed costs (familyc.cost.startup: launch, torch.compile, finish, and a fixed cost
+  per step and per evaluation), measured for the accelerator; with a calibration profile
+  (familyc.cost.calibration) the MFU and the start-up are the profile's, and the per-member MFU it measured from
+  the steady rate holds the per-step costs. An accelerator without either has no start-up in the plan (None),
+  and the plan says so.
 - GPU-hours count every device of the allocation for the step's whole time; dollars are
   GPU-hours x price. Reported values are rounded (seconds to 0.1, GPU-hours to 0.001,
   dollars to 0.01, the saving to 4 digits) so the plan reads well; totals are rounded sums
@@ -66,7 +68,7 @@ def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float], start:
     seconds = train_seconds(flops + (evaluation.flops if evaluation else 0), devices=step.devices, peak_flops=peak,
                             mfu=mfu)
     if start is not None:
-        seconds += start.seconds
+        seconds += start.fixed_seconds(steps=step.num_steps, evaluations=evaluation.evaluations if evaluation else 0)
     raw[step.id] = seconds
     return replace(step, mfu=mfu, flops_per_step=train_flops(member.flops_per_token, step.batch_tokens), flops=flops,
                    eval=evaluation, startup_seconds=None if start is None else round(start.seconds, 1),
@@ -76,7 +78,7 @@ def _costed_train(step: TrainStep, c: Compilation, raw: dict[str, float], start:
 def _startup(c: Compilation) -> StartupPlan | None:
     """A training stage's start-up: the calibration profile's, else the one measured for the accelerator."""
     assert c.spec is not None
-    if c.profile is not None:
+    if c.profile is not None:  # its MFU, measured per member from the steady rate, holds the steps' fixed costs
         return StartupPlan(launch_seconds=c.profile.launch_seconds, compile_seconds=0.0,
                            finish_seconds=c.profile.finish_seconds, source=f"calibration profile {c.profile.path}")
     measured = startup(c.spec.cluster.accelerator)
@@ -84,7 +86,8 @@ def _startup(c: Compilation) -> StartupPlan | None:
         return None
     return StartupPlan(launch_seconds=measured.launch_seconds,
                        compile_seconds=measured.compile_seconds if c.spec.training.compile else 0.0,
-                       finish_seconds=measured.finish_seconds, source=measured.source)
+                       finish_seconds=measured.finish_seconds, source=measured.source,
+                       step_seconds=measured.step_seconds, eval_seconds=measured.eval_seconds)
 
 
 def _costed_expand(step: ExpandStep, c: Compilation, raw: dict[str, float]) -> ExpandStep:

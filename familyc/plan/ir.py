@@ -32,7 +32,7 @@ from familyc.records import from_data, to_data
 from familyc.shape import ModelShape
 from familyc.spec.model import SourceSpec
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 """2: members carry their own norm_eps (the symmetry-breaking growth operators rescale it). Plans of version 1
 (every member at the architecture's eps) are still read: `loads` fills it in.
 3: train steps carry their held-out evaluation (`eval`); a plan of version 2 has none, and runs without it.
@@ -43,7 +43,9 @@ tokenizer's `revision`.
 6: a train step's `memory` has `temporaries` (cost model 2, calibrated against `familyc rehearse`); a plan of
 version 5 has none, read as 0.
 7: the cluster's `startup` (a stage's start-up: launch, compile, finish; cost model 3) and each train step's
-`startup_seconds`, in its predicted time; a plan of version 6 has neither (its times are training only)."""
+`startup_seconds`, in its predicted time; a plan of version 6 has neither (its times are training only).
+8: the start-up's `step_seconds` and `eval_seconds` (the fixed cost of every step and evaluation; cost model 4);
+a plan of version 7 has neither, read as 0."""
 PLAN_ID_LENGTH = 16
 """Hex digits of sha256 kept: 64 bits, plenty to tell plans apart and to catch edits."""
 
@@ -108,10 +110,19 @@ class StartupPlan:
     finish_seconds: float
     """After the last step: the final save, the processes' exit, promoting the member."""
     source: str
+    step_seconds: float = 0.0
+    """Every optimizer step's fixed cost beyond its FLOPs (a plan of version 7 has none: read as 0)."""
+    eval_seconds: float = 0.0
+    """Every held-out evaluation's, likewise."""
 
     @property
     def seconds(self) -> float:
+        """The start-up: launch, compile and finish (a train step's `startup_seconds`)."""
         return self.launch_seconds + self.compile_seconds + self.finish_seconds
+
+    def fixed_seconds(self, *, steps: int, evaluations: int) -> float:
+        """A stage's time beyond its FLOPs: its start-up and its steps' and evaluations' fixed costs."""
+        return self.seconds + steps * self.step_seconds + evaluations * self.eval_seconds
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -421,7 +432,7 @@ def read_plan(path: Path) -> Plan:
     return loads(text, source=str(path))
 
 
-READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, SCHEMA_VERSION)
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6, 7, SCHEMA_VERSION)
 
 
 def _upgraded(data: dict[str, Any]) -> dict[str, Any]:

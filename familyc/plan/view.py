@@ -81,8 +81,12 @@ def _startup(plan: Plan) -> str:
     if start.compile_seconds:
         parts.append(f"torch.compile {units.seconds(start.compile_seconds)}")
     parts.append(f"finish {units.seconds(start.finish_seconds)}")
-    return (f"start-up per training stage: {units.seconds(start.seconds)} ({', '.join(parts)}; {start.source}), "
-            "in every training stage's time")
+    fixed = ""
+    if start.step_seconds or start.eval_seconds:
+        fixed = (f", and beyond their FLOPs {1000 * start.step_seconds:.0f} ms per step and "
+                 f"{1000 * start.eval_seconds:.0f} ms per evaluation")
+    return (f"start-up per training stage: {units.seconds(start.seconds)} ({', '.join(parts)}; {start.source})"
+            f"{fixed}, in every training stage's time")
 
 
 def plan_document(plan: Plan) -> Document:
